@@ -1,0 +1,466 @@
+//! The envelope: one NATS message carrying readings of one sensor.
+//!
+//! # Byte layout (format version 1)
+//!
+//! ```text
+//! +---------+----------------------------------------------+
+//! | u8 = 1  | postcard(Envelope)                            |
+//! +---------+----------------------------------------------+
+//! ```
+//!
+//! postcard fixes the byte order of everything it writes (varints, little
+//! endian where fixed width), so the encoding does not depend on the machine.
+//! The leading version byte lets a future format coexist on the same stream:
+//! a decoder rejects a version it does not know with
+//! [`DecodeError::UnknownVersion`] instead of misreading it.
+//!
+//! Encoding is deterministic: the same envelope always gives the same bytes,
+//! which is what lets the agent resend a message after a lost ack and have
+//! the hub's duplicate window recognise it.
+
+use crate::subject::{self, IdError};
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The format version written by this crate.
+pub const WIRE_VERSION: u8 = 1;
+/// The most samples one envelope may carry.
+pub const MAX_SAMPLES: usize = 10_000;
+/// The most tags one sensor may carry.
+pub const MAX_TAGS: usize = 32;
+/// The longest text (unit, tag key or value, text value) in bytes.
+pub const MAX_TEXT_LEN: usize = 256;
+
+/// One NATS message: a batch of samples of one sensor of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The device (a NATS subject token).
+    pub device: String,
+    /// The agent installation's epoch: chosen once when the agent's buffer is
+    /// created, so sequence numbers of a re-installed device never collide.
+    pub epoch: u64,
+    /// The sensor (a NATS subject token).
+    pub sensor: String,
+    /// The unit of every sample, if the sensor has one.
+    pub unit: Option<String>,
+    /// Tags of the sensor, sorted by key, keys unique.
+    pub tags: Vec<(String, String)>,
+    /// The samples, in the order they were taken; never empty.
+    pub samples: Vec<Sample>,
+}
+
+/// One measurement inside an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Per-device sequence number; never repeats within an epoch.
+    pub seq: u64,
+    /// When it was taken: nanoseconds since the Unix epoch, UTC.
+    pub timestamp_ns: i64,
+    /// What was measured.
+    pub value: Value,
+}
+
+/// One reading with everything it needs to stand alone (as in Kafka).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading<'a> {
+    /// The device it came from.
+    pub device: &'a str,
+    /// The agent installation's epoch.
+    pub epoch: u64,
+    /// The sensor it came from.
+    pub sensor: &'a str,
+    /// Its unit, if any.
+    pub unit: Option<&'a str>,
+    /// The sensor's tags.
+    pub tags: &'a [(String, String)],
+    /// The sample itself.
+    pub sample: &'a Sample,
+}
+
+/// The stable id of one reading: device, epoch and sequence number.
+///
+/// Written as `device:epoch:seq`. A device id may itself contain `:`; parsing
+/// splits from the right, where epoch and sequence are plain numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReadingId {
+    /// The device.
+    pub device: String,
+    /// The installation epoch.
+    pub epoch: u64,
+    /// The sequence number.
+    pub seq: u64,
+}
+
+impl fmt::Display for ReadingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.device, self.epoch, self.seq)
+    }
+}
+
+impl std::str::FromStr for ReadingId {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IdError::BadReadingId(s.to_owned());
+        let (rest, seq) = s.rsplit_once(':').ok_or_else(bad)?;
+        let (device, epoch) = rest.rsplit_once(':').ok_or_else(bad)?;
+        subject::validate_token("device", device)?;
+        Ok(ReadingId {
+            device: device.to_owned(),
+            epoch: epoch.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Why an envelope could not be decoded. The input is never trusted: every
+/// way it can be wrong is one of these, never a panic.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// The message had no bytes at all.
+    #[error("empty message: expected a format-version byte")]
+    Empty,
+    /// The message was written by a format this build does not know.
+    #[error("unknown wire format version {0} (this build reads version {WIRE_VERSION})")]
+    UnknownVersion(u8),
+    /// The message ends before the envelope does.
+    #[error("truncated envelope: the message ends before the envelope does")]
+    Truncated,
+    /// The envelope is followed by bytes that belong to nothing.
+    #[error("{0} trailing bytes after the envelope")]
+    TrailingBytes(usize),
+    /// The bytes are not a postcard envelope.
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    /// The envelope decoded but breaks a rule of the contract.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[from] EnvelopeError),
+}
+
+/// Why an envelope could not be encoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EncodeError {
+    /// The envelope breaks a rule of the contract; nothing was encoded.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[from] EnvelopeError),
+    /// postcard failed (only on allocation-style failures).
+    #[error("postcard encoding failed: {0}")]
+    Postcard(String),
+}
+
+/// A rule of the contract that an envelope breaks.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EnvelopeError {
+    /// The device or sensor id is not a valid NATS subject token.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// An envelope must carry at least one sample.
+    #[error("the envelope carries no samples")]
+    NoSamples,
+    /// Too many samples in one envelope.
+    #[error("{0} samples in one envelope (at most {MAX_SAMPLES})")]
+    TooManySamples(usize),
+    /// Too many tags.
+    #[error("{0} tags (at most {MAX_TAGS})")]
+    TooManyTags(usize),
+    /// Tags must be sorted by key with unique keys, so encoding is canonical.
+    #[error("tag keys must be sorted and unique (at {0:?})")]
+    UnsortedTags(String),
+    /// A unit, tag or text value is longer than [`MAX_TEXT_LEN`] bytes.
+    #[error("{what} is {len} bytes long (at most {MAX_TEXT_LEN})")]
+    TextTooLong {
+        /// Which text.
+        what: &'static str,
+        /// How long it was.
+        len: usize,
+    },
+    /// JSON cannot carry NaN or infinity.
+    #[error("sample {seq} has a non-finite float value")]
+    NonFinite {
+        /// The sequence number of the sample.
+        seq: u64,
+    },
+}
+
+impl Envelope {
+    /// Checks every rule of the contract.
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        subject::validate_token("device", &self.device)?;
+        subject::validate_token("sensor", &self.sensor)?;
+        if self.samples.is_empty() {
+            return Err(EnvelopeError::NoSamples);
+        }
+        if self.samples.len() > MAX_SAMPLES {
+            return Err(EnvelopeError::TooManySamples(self.samples.len()));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(EnvelopeError::TooManyTags(self.tags.len()));
+        }
+        check_len("unit", self.unit.as_deref().unwrap_or(""))?;
+        for (i, (k, v)) in self.tags.iter().enumerate() {
+            check_len("tag key", k)?;
+            check_len("tag value", v)?;
+            if i > 0 && self.tags[i - 1].0 >= *k {
+                return Err(EnvelopeError::UnsortedTags(k.clone()));
+            }
+        }
+        for s in &self.samples {
+            match &s.value {
+                Value::Float(f) if !f.is_finite() => {
+                    return Err(EnvelopeError::NonFinite { seq: s.seq });
+                }
+                Value::Text(t) => check_len("text value", t)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the envelope: version byte, then postcard. Deterministic.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        self.validate()?;
+        let mut out = vec![WIRE_VERSION];
+        postcard::to_io(self, &mut out).map_err(|e| EncodeError::Postcard(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Decodes and validates an envelope. Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let (env, rest): (Envelope, &[u8]) = postcard::take_from_bytes(body).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+            other => DecodeError::Malformed(other.to_string()),
+        })?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        }
+        env.validate()?;
+        Ok(env)
+    }
+
+    /// The message id the hub deduplicates on: `device:epoch:first_seq+count`.
+    ///
+    /// It depends only on the envelope's content, so the same batch sent again
+    /// (after a lost ack, or after the agent restarted) carries the same id.
+    pub fn msg_id(&self) -> String {
+        let first = self.samples.first().map_or(0, |s| s.seq);
+        format!(
+            "{}:{}:{}+{}",
+            self.device,
+            self.epoch,
+            first,
+            self.samples.len()
+        )
+    }
+
+    /// The NATS subject of this envelope under `prefix`.
+    pub fn subject(&self, prefix: &str) -> String {
+        subject::subject(prefix, &self.device, &self.sensor)
+    }
+
+    /// The readings this envelope carries, each standing alone.
+    pub fn readings(&self) -> impl Iterator<Item = Reading<'_>> {
+        self.samples.iter().map(move |sample| Reading {
+            device: &self.device,
+            epoch: self.epoch,
+            sensor: &self.sensor,
+            unit: self.unit.as_deref(),
+            tags: &self.tags,
+            sample,
+        })
+    }
+}
+
+impl Reading<'_> {
+    /// The stable id of this reading.
+    pub fn id(&self) -> ReadingId {
+        ReadingId {
+            device: self.device.to_owned(),
+            epoch: self.epoch,
+            seq: self.sample.seq,
+        }
+    }
+}
+
+fn check_len(what: &'static str, s: &str) -> Result<(), EnvelopeError> {
+    if s.len() > MAX_TEXT_LEN {
+        Err(EnvelopeError::TextTooLong { what, len: s.len() })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_envelope() -> Envelope {
+        Envelope {
+            device: "pi-kitchen".into(),
+            epoch: 1_764_000_000,
+            sensor: "temp".into(),
+            unit: Some("°C".into()),
+            tags: vec![("room".into(), "kitchen".into())],
+            samples: vec![
+                Sample {
+                    seq: 7,
+                    timestamp_ns: 1_764_290_000_123_456_789,
+                    value: Value::Float(21.5),
+                },
+                Sample {
+                    seq: 9,
+                    timestamp_ns: 1_764_290_001_000_000_000,
+                    value: Value::Int(3),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn an_encoded_envelope_starts_with_the_version_byte_and_decodes_back() {
+        let env = sample_envelope();
+        let bytes = env.encode().unwrap();
+        assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+    }
+
+    #[test]
+    fn encoding_is_deterministic_so_resends_carry_identical_bytes() {
+        let env = sample_envelope();
+        assert_eq!(env.encode().unwrap(), env.clone().encode().unwrap());
+        assert_eq!(env.msg_id(), "pi-kitchen:1764000000:7+2");
+    }
+
+    #[test]
+    fn decoding_rejects_an_unknown_version() {
+        let mut bytes = sample_envelope().encode().unwrap();
+        bytes[0] = 2;
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(DecodeError::UnknownVersion(2))
+        );
+    }
+
+    #[test]
+    fn decoding_rejects_empty_input() {
+        assert_eq!(Envelope::decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn decoding_rejects_every_truncation() {
+        let bytes = sample_envelope().encode().unwrap();
+        for len in 1..bytes.len() {
+            let err = Envelope::decode(&bytes[..len]).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::Truncated | DecodeError::Malformed(_)),
+                "len {len}: {err:?}"
+            );
+        }
+        assert_eq!(Envelope::decode(&bytes[..1]), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn decoding_rejects_trailing_bytes() {
+        let mut bytes = sample_envelope().encode().unwrap();
+        bytes.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(Envelope::decode(&bytes), Err(DecodeError::TrailingBytes(3)));
+    }
+
+    #[test]
+    fn encoding_refuses_a_device_id_that_is_not_a_subject_token() {
+        let mut env = sample_envelope();
+        env.device = "pi.kitchen".into();
+        let err = env.encode().unwrap_err();
+        assert!(err.to_string().contains("pi.kitchen"), "{err}");
+    }
+
+    #[test]
+    fn encoding_refuses_nan_and_empty_batches() {
+        let mut env = sample_envelope();
+        env.samples[1].value = Value::Float(f64::NAN);
+        assert_eq!(
+            env.encode(),
+            Err(EncodeError::Invalid(EnvelopeError::NonFinite { seq: 9 }))
+        );
+        env.samples.clear();
+        assert_eq!(
+            env.encode(),
+            Err(EncodeError::Invalid(EnvelopeError::NoSamples))
+        );
+    }
+
+    #[test]
+    fn reading_ids_print_and_parse_back() {
+        let env = sample_envelope();
+        let id = env.readings().nth(1).unwrap().id();
+        assert_eq!(id.to_string(), "pi-kitchen:1764000000:9");
+        assert_eq!(id.to_string().parse::<ReadingId>().unwrap(), id);
+        assert!("nope".parse::<ReadingId>().is_err());
+        assert!("a:b:c".parse::<ReadingId>().is_err());
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_-]{1,24}"
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (-1e12f64..1e12).prop_map(Value::Float),
+            any::<i64>().prop_map(Value::Int),
+            any::<bool>().prop_map(Value::Bool),
+            ".{0,40}".prop_map(Value::Text),
+        ]
+    }
+
+    fn envelope() -> impl Strategy<Value = Envelope> {
+        (
+            token(),
+            any::<u64>(),
+            token(),
+            proptest::option::of(".{0,8}"),
+            proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4),
+            proptest::collection::vec((any::<u64>(), any::<i64>(), value()), 1..20),
+        )
+            .prop_map(|(device, epoch, sensor, unit, tags, samples)| Envelope {
+                device,
+                epoch,
+                sensor,
+                unit,
+                tags: tags.into_iter().collect(),
+                samples: samples
+                    .into_iter()
+                    .map(|(seq, timestamp_ns, value)| Sample {
+                        seq,
+                        timestamp_ns,
+                        value,
+                    })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_envelope_round_trips(env in envelope()) {
+            let bytes = env.encode().unwrap();
+            prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Envelope::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_a_corrupted_envelope_never_panics(env in envelope(), pos in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = env.encode().unwrap();
+            let pos = pos % bytes.len();
+            bytes[pos] = byte;
+            let _ = Envelope::decode(&bytes);
+        }
+    }
+}
