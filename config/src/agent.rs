@@ -1,0 +1,447 @@
+//! The agent's configuration, `/etc/tributary/agent.toml`.
+//!
+//! ```toml
+//! [agent]
+//! device = "pi-kitchen"
+//!
+//! [[sensors.system]]
+//! id = "cpu_temp"
+//! metric = "cpu_temperature"
+//! unit = "°C"
+//! ```
+//!
+//! Everything but `agent.device` has a default.
+
+use crate::nats::NatsConnection;
+use crate::sensors::Sensors;
+use crate::types::NonZeroDuration;
+use crate::{Validate, ValidationError};
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Who this device is and where it keeps its state.
+    pub agent: AgentSection,
+    /// How to reach the local NATS server (the leafnode).
+    #[serde(default)]
+    pub nats: NatsConnection,
+    /// How readings are batched and published to the hub.
+    #[serde(default)]
+    pub forward: ForwardSection,
+    /// The on-disk buffer.
+    #[serde(default)]
+    pub buffer: BufferSection,
+    /// The MQTT broker that `[[sensors.mqtt]]` subscribe to.
+    #[serde(default)]
+    pub mqtt: MqttBroker,
+    /// The optional Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// The sensors.
+    #[serde(default)]
+    pub sensors: Sensors,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tributary")
+}
+
+/// The `[agent]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// This device's id: a NATS subject token, unique among all devices.
+    pub device: Spanned<String>,
+    /// Where the agent keeps its buffer and state. Default
+    /// `/var/lib/tributary` (systemd's `StateDirectory`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// The `[forward]` table: batching and publishing to the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// Subject prefix; readings go to `<prefix>.<device>.<sensor>`.
+    /// Default `"tributary"`.
+    #[serde(default = "default_prefix")]
+    pub subject_prefix: String,
+    /// Most readings in one message. Default 500.
+    #[serde(default = "default_max_readings")]
+    pub max_readings: NonZeroUsize,
+    /// Largest encoded message. Default `"64 KiB"`.
+    #[serde(default = "default_max_message")]
+    pub max_message_size: ByteSize,
+    /// How long to wait for the hub's acknowledgement before sending the same
+    /// message again. Default `"5s"`.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: NonZeroDuration,
+    /// Most messages awaiting the hub's acknowledgement at once. Default 64.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: NonZeroUsize,
+    /// First retry delay after a failure; doubles up to `backoff_max`, with
+    /// jitter. Default `"200ms"`.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: NonZeroDuration,
+    /// Longest retry delay. Default `"30s"`.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: NonZeroDuration,
+}
+
+fn default_prefix() -> String {
+    "tributary".to_owned()
+}
+fn default_max_readings() -> NonZeroUsize {
+    NonZeroUsize::new(500).expect("non-zero")
+}
+fn default_max_message() -> ByteSize {
+    ByteSize::kib(64)
+}
+fn default_ack_timeout() -> NonZeroDuration {
+    NonZeroDuration::from_secs(5)
+}
+fn default_in_flight() -> NonZeroUsize {
+    NonZeroUsize::new(64).expect("non-zero")
+}
+fn default_backoff_initial() -> NonZeroDuration {
+    NonZeroDuration::from_millis(200)
+}
+fn default_backoff_max() -> NonZeroDuration {
+    NonZeroDuration::from_secs(30)
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        ForwardSection {
+            subject_prefix: default_prefix(),
+            max_readings: default_max_readings(),
+            max_message_size: default_max_message(),
+            ack_timeout: default_ack_timeout(),
+            max_in_flight: default_in_flight(),
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
+
+/// What the buffer does when it reaches `max_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest readings to make room (default): fresh data wins.
+    #[default]
+    DropOldest,
+    /// Refuse new readings until space is freed: old data wins.
+    DropNewest,
+    /// Stop taking readings until the hub acknowledged enough to make room.
+    Block,
+}
+
+/// The `[buffer]` table: the on-disk store-and-forward buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSection {
+    /// Directory of the buffer. Default `<state_dir>/buffer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Most disk space the buffer may use. Default `"64 MiB"`.
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// Size of one segment file. Default `"1 MiB"`.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: ByteSize,
+    /// Readings are batched, written and fsynced once per interval: a power
+    /// cut can lose at most the readings of the last interval. Default `"1s"`.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: NonZeroDuration,
+    /// What happens when the buffer is full: `drop_oldest` (default),
+    /// `drop_newest` or `block`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+fn default_max_size() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_segment_size() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_flush_interval() -> NonZeroDuration {
+    NonZeroDuration::from_secs(1)
+}
+
+impl Default for BufferSection {
+    fn default() -> Self {
+        BufferSection {
+            dir: None,
+            max_size: default_max_size(),
+            segment_size: default_segment_size(),
+            flush_interval: default_flush_interval(),
+            when_full: WhenFull::default(),
+        }
+    }
+}
+
+/// The `[mqtt]` table: the broker MQTT sensors subscribe to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttBroker {
+    /// Broker host. Default `"localhost"`.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port. Default 1883.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Client id; kept stable so the broker keeps the session (QoS 1)
+    /// across restarts. Default `tributary-<device>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// User name, if the broker wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password for `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<crate::Secret>,
+    /// MQTT keep-alive. Default `"30s"`.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: NonZeroDuration,
+    /// Largest payload accepted; larger ones are counted and dropped.
+    /// Default `"64 KiB"`.
+    #[serde(default = "default_mqtt_max_payload")]
+    pub max_payload: ByteSize,
+}
+
+fn default_mqtt_host() -> String {
+    "localhost".to_owned()
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> NonZeroDuration {
+    NonZeroDuration::from_secs(30)
+}
+fn default_mqtt_max_payload() -> ByteSize {
+    ByteSize::kib(64)
+}
+
+impl Default for MqttBroker {
+    fn default() -> Self {
+        MqttBroker {
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            client_id: None,
+            user: None,
+            password: None,
+            keep_alive: default_keep_alive(),
+            max_payload: default_mqtt_max_payload(),
+        }
+    }
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the Prometheus text endpoint, such as `"127.0.0.1:9464"`.
+    /// Absent: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Watchdog: systemd is pinged only while sensors and forwarding made
+    /// progress within this long. Default `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_after: Option<NonZeroDuration>,
+}
+
+/// Default message-size cap of the hub's NATS server (1 MiB).
+const NATS_MAX_PAYLOAD: u64 = 1024 * 1024;
+
+impl AgentConfig {
+    /// The directory of the buffer.
+    pub fn buffer_dir(&self) -> PathBuf {
+        self.buffer
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.agent.state_dir.join("buffer"))
+    }
+
+    /// The MQTT client id.
+    pub fn mqtt_client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("tributary-{}", self.agent.device.get_ref()))
+    }
+}
+
+impl Validate for AgentConfig {
+    fn validate(&self, _source: &str) -> Result<(), ValidationError> {
+        let device = &self.agent.device;
+        tributary_wire::subject::validate_token("device", device.get_ref()).map_err(|e| {
+            ValidationError::new("agent.device", Some(device.span()), e.to_string())
+        })?;
+        self.nats.validate()?;
+        tributary_wire::subject::validate_prefix(&self.forward.subject_prefix)
+            .map_err(|e| ValidationError::new("forward.subject_prefix", None, e.to_string()))?;
+        if self.forward.backoff_initial > self.forward.backoff_max {
+            return Err(ValidationError::new(
+                "forward.backoff_initial",
+                None,
+                "must not be longer than forward.backoff_max",
+            ));
+        }
+        if self.forward.max_message_size.as_u64() > NATS_MAX_PAYLOAD
+            || self.forward.max_message_size.as_u64() < 1024
+        {
+            return Err(ValidationError::new(
+                "forward.max_message_size",
+                None,
+                "must be between 1 KiB and 1 MiB (the NATS server's default max_payload)",
+            ));
+        }
+        let (max, seg) = (
+            self.buffer.max_size.as_u64(),
+            self.buffer.segment_size.as_u64(),
+        );
+        if seg < 4096 || seg > max / 2 {
+            return Err(ValidationError::new(
+                "buffer.segment_size",
+                None,
+                format!(
+                    "must be at least 4 KiB and at most half of buffer.max_size ({})",
+                    self.buffer.max_size
+                ),
+            ));
+        }
+        if seg < self.forward.max_message_size.as_u64() * 2 {
+            return Err(ValidationError::new(
+                "buffer.segment_size",
+                None,
+                "must hold at least two messages of forward.max_message_size",
+            ));
+        }
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for (kind, i, s) in self.sensors.all() {
+            let id = s.id();
+            let key = format!("sensors.{kind}[{i}].id");
+            let span = Some(id.span());
+            if kind == "mqtt" {
+                let static_part: String = strip_templates(id.get_ref());
+                if !static_part.is_empty() {
+                    tributary_wire::subject::validate_token("sensor", &static_part)
+                        .map_err(|e| ValidationError::new(&key, span.clone(), e.to_string()))?;
+                }
+            } else {
+                tributary_wire::subject::validate_token("sensor", id.get_ref())
+                    .map_err(|e| ValidationError::new(&key, span.clone(), e.to_string()))?;
+            }
+            if let Some(first) = seen.insert(id.get_ref(), key.clone()) {
+                return Err(ValidationError::new(
+                    key,
+                    span,
+                    format!("sensor id {:?} is already used by {first}", id.get_ref()),
+                ));
+            }
+            if let Some(d) = s.deadband() {
+                if !(d >= 0.0 && d.is_finite()) {
+                    return Err(ValidationError::new(
+                        format!("sensors.{kind}[{i}].deadband"),
+                        span,
+                        "must be a finite number of at least 0",
+                    ));
+                }
+            }
+            for (k, v) in s.tags() {
+                if k.is_empty()
+                    || k.len() > tributary_wire::MAX_TEXT_LEN
+                    || v.len() > tributary_wire::MAX_TEXT_LEN
+                {
+                    return Err(ValidationError::new(
+                        format!("sensors.{kind}[{i}].tags"),
+                        span,
+                        format!(
+                            "tag keys must not be empty; keys and values at most {} bytes",
+                            tributary_wire::MAX_TEXT_LEN
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, c) in self.sensors.command.iter().enumerate() {
+            if c.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(ValidationError::new(
+                    format!("sensors.command[{i}].command"),
+                    Some(c.id.span()),
+                    "must name a program, such as [\"vcgencmd\", \"measure_temp\"]",
+                ));
+            }
+        }
+        for (i, m) in self.sensors.mqtt.iter().enumerate() {
+            if m.topic.is_empty() {
+                return Err(ValidationError::new(
+                    format!("sensors.mqtt[{i}].topic"),
+                    Some(m.id.span()),
+                    "must be an MQTT topic filter such as \"zigbee2mqtt/+\"",
+                ));
+            }
+            for idx in template_indices(m.id.get_ref()) {
+                if idx >= m.topic.split('/').count() {
+                    return Err(ValidationError::new(
+                        format!("sensors.mqtt[{i}].id"),
+                        Some(m.id.span()),
+                        format!(
+                            "uses topic segment {{{idx}}} but topic {:?} has fewer segments",
+                            m.topic
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The id template with `{N}` placeholders removed.
+fn strip_templates(id: &str) -> String {
+    let mut out = String::new();
+    let mut rest = id;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The segment numbers `{N}` used in an id template.
+pub fn template_indices(id: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = id;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        if let Ok(n) = rest[start + 1..start + end].parse() {
+            out.push(n);
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;
