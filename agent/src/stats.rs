@@ -1,0 +1,91 @@
+//! Live counters of the agent, shared by the sensors (which read some of them
+//! as `system` metrics), the forwarder, and the Prometheus endpoint.
+//!
+//! Plain atomics and one short-held std mutex for the per-sensor map; nothing
+//! here is held across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one sensor.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SensorCounters {
+    /// Readings taken and handed to the buffer.
+    pub readings: u64,
+    /// Readings suppressed by the deadband.
+    pub suppressed: u64,
+    /// Failed reads (unreadable file, bad payload, command failure…).
+    pub errors: u64,
+}
+
+/// Everything the agent counts.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Records (messages) waiting in the buffer, not yet acknowledged.
+    pub buffer_records: AtomicU64,
+    /// Bytes the buffer uses on disk.
+    pub buffer_bytes: AtomicU64,
+    /// Unix time in ms when the oldest unacknowledged record was appended;
+    /// 0 when the buffer is empty.
+    pub oldest_unacked_unix_ms: AtomicU64,
+    /// Readings dropped by the when-full policy.
+    pub dropped_readings: AtomicU64,
+    /// Messages published and acknowledged by the hub.
+    pub acked_messages: AtomicU64,
+    /// Readings in acknowledged messages.
+    pub acked_readings: AtomicU64,
+    /// Publish attempts that failed or timed out (each is retried).
+    pub publish_failures: AtomicU64,
+    /// Sum of publish-to-ack latencies in microseconds (with `acked_messages`
+    /// gives the mean).
+    pub ack_latency_us_total: AtomicU64,
+    /// Bytes written to the buffer's files.
+    pub bytes_written: AtomicU64,
+    sensors: Mutex<BTreeMap<String, SensorCounters>>,
+}
+
+impl AgentStats {
+    /// Adds one reading taken by `sensor`.
+    pub fn reading(&self, sensor: &str) {
+        self.with_sensor(sensor, |c| c.readings += 1);
+    }
+
+    /// Adds one reading of `sensor` suppressed by its deadband.
+    pub fn suppressed(&self, sensor: &str) {
+        self.with_sensor(sensor, |c| c.suppressed += 1);
+    }
+
+    /// Adds one failed read of `sensor`.
+    pub fn error(&self, sensor: &str) {
+        self.with_sensor(sensor, |c| c.errors += 1);
+    }
+
+    /// A copy of the per-sensor counters.
+    pub fn sensors(&self) -> BTreeMap<String, SensorCounters> {
+        self.sensors.lock().expect("stats mutex poisoned").clone()
+    }
+
+    /// The counters of one sensor.
+    pub fn sensor(&self, sensor: &str) -> SensorCounters {
+        self.sensors
+            .lock()
+            .expect("stats mutex poisoned")
+            .get(sensor)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn with_sensor(&self, sensor: &str, f: impl FnOnce(&mut SensorCounters)) {
+        let mut map = self.sensors.lock().expect("stats mutex poisoned");
+        match map.get_mut(sensor) {
+            Some(c) => f(c),
+            None => f(map.entry(sensor.to_owned()).or_default()),
+        }
+    }
+
+    /// Reads an atomic counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
