@@ -7,7 +7,7 @@
 #   zig            from the `ziglang` Python package (pip --user when not root)
 #   cargo-zigbuild crates.io, links with zig (and zig's musl / glibc stubs)
 #   cargo-deb      crates.io, builds the .deb packages
-#   rust targets   aarch64-unknown-linux-musl (+ gnu for the uplink) via rustup;
+#   rust targets   aarch64 and x86_64 musl (+ aarch64 gnu for the uplink) via rustup;
 #                  the 32-bit ARM musl targets have no prebuilt std here, so
 #                  nightly + rust-src is installed and build.sh uses -Zbuild-std
 #   qemu-user-static  Debian package, runs the ARM builds in the tests
@@ -42,7 +42,7 @@ done
 
 # --- rust targets ---------------------------------------------------------------
 installed_targets=$(rustup target list --installed)
-for target in aarch64-unknown-linux-musl aarch64-unknown-linux-gnu; do
+for target in aarch64-unknown-linux-musl aarch64-unknown-linux-gnu x86_64-unknown-linux-musl; do
     if grep -qx "$target" <<<"$installed_targets"; then
         log "target $target present"
     else
