@@ -1,0 +1,333 @@
+//! Sensors: everything that produces readings.
+//!
+//! [`spawn`] starts one task per polled sensor (`file`, `w1`, `command`,
+//! `system`, `simulated`) and one MQTT client task for all `mqtt` sensors.
+//! Each turns what it reads into an [`Observation`] and sends it into the
+//! bounded channel the batcher drains; when that channel is full, the sensor
+//! waits (memory stays bounded; a polled sensor skips the ticks it missed).
+//!
+//! Rules every sensor follows:
+//!
+//! * A failed read yields no reading, never a made-up value: it is counted
+//!   ([`AgentStats::error`]) and logged with rate limiting (first failure at
+//!   `warn`, then at most one line a minute per sensor carrying the number of
+//!   failures in between, and a line on recovery). The other sensors carry on.
+//! * Floats must be finite: NaN and infinities are errors.
+//! * With a `deadband`, a reading is sent only when it moved by more than the
+//!   deadband from the last one sent (non-numeric values: when they changed),
+//!   and at least every `heartbeat` readings; the others are counted as
+//!   suppressed ([`AgentStats::suppressed`]).
+//! * Reads that touch the filesystem or wait for the kernel (a 1-wire
+//!   conversion takes ~750 ms) run on tokio's blocking pool; programs run
+//!   under a timeout and are killed when it expires.
+//!
+//! Everything stops when the shutdown token is cancelled; [`Sensors::join`]
+//! waits until every task has finished.
+
+mod command;
+mod deadband;
+mod error;
+mod file;
+pub mod mqtt;
+mod parse;
+mod ratelimit;
+mod simulated;
+mod system;
+mod w1;
+
+pub use error::{PayloadError, SensorError};
+
+use crate::stats::AgentStats;
+use deadband::Deadband;
+use ratelimit::ErrorLog;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tributary_config::{AgentConfig, SensorCommon};
+use tributary_wire::Value;
+
+/// One reading of one sensor, on its way to the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Who produced it; shared by all readings of the sensor.
+    pub sensor: Arc<SensorMeta>,
+    /// When it was read: UTC nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// What was read.
+    pub value: Value,
+}
+
+/// The fixed description of a sensor, allocated once per sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorMeta {
+    /// Sensor id (a NATS subject token).
+    pub id: String,
+    /// Unit of its values.
+    pub unit: Option<String>,
+    /// Tags, sorted by key.
+    pub tags: Vec<(String, String)>,
+}
+
+impl SensorMeta {
+    fn of(s: &dyn SensorCommon) -> Arc<Self> {
+        Arc::new(SensorMeta {
+            id: s.id().get_ref().clone(),
+            unit: s.unit().map(str::to_owned),
+            tags: s
+                .tags()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+/// What the sensors need from the rest of the agent.
+#[derive(Debug, Clone)]
+pub struct SensorContext {
+    /// Shared counters: written per sensor, read by `system` metrics.
+    pub stats: Arc<AgentStats>,
+    /// The buffer's directory, whose filesystem `disk_free` measures.
+    pub buffer_dir: PathBuf,
+    /// This device's id.
+    pub device: String,
+}
+
+/// The running sensor tasks.
+#[derive(Debug)]
+pub struct Sensors {
+    tasks: JoinSet<()>,
+}
+
+impl Sensors {
+    /// How many tasks run (polled sensors, plus one for MQTT if any).
+    pub fn tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits until every task has finished (after the shutdown token was
+    /// cancelled). A panicked task is logged.
+    pub async fn join(mut self) {
+        while let Some(r) = self.tasks.join_next().await {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "a sensor task panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Where a polled sensor's values come from.
+#[derive(Debug)]
+enum Source {
+    File(file::FileSource),
+    W1(w1::W1Source),
+    Command(command::CommandSource),
+    System(system::SystemSource),
+    Simulated(simulated::SimulatedSource),
+}
+
+impl Source {
+    async fn read(&mut self) -> Result<Value, SensorError> {
+        let v = match self {
+            Source::File(s) => s.read().await,
+            Source::W1(s) => s.read().await,
+            Source::Command(s) => s.read().await,
+            Source::System(s) => s.read().await,
+            Source::Simulated(s) => Ok(s.read()),
+        }?;
+        parse::check(v)
+    }
+}
+
+/// A polled sensor ready to run.
+#[derive(Debug)]
+struct Polled {
+    meta: Arc<SensorMeta>,
+    interval: Duration,
+    deadband: Deadband,
+    source: Source,
+}
+
+/// Starts one task per polled sensor and one MQTT client task (if any mqtt
+/// sensors), all owned by the returned handle; they stop when `shutdown` is
+/// cancelled. Observations go to `out` (bounded; when it is full a sensor
+/// waits). Must be called within a tokio runtime.
+pub fn spawn(
+    cfg: &AgentConfig,
+    ctx: SensorContext,
+    out: mpsc::Sender<Observation>,
+    shutdown: CancellationToken,
+) -> Sensors {
+    let s = &cfg.sensors;
+    let mut polled = Vec::new();
+    macro_rules! add {
+        ($list:expr, $make:expr) => {
+            for c in &$list {
+                polled.push(Polled {
+                    meta: SensorMeta::of(c),
+                    interval: c.interval.get(),
+                    deadband: Deadband::new(c.deadband, c.heartbeat),
+                    source: $make(c),
+                });
+            }
+        };
+    }
+    add!(s.simulated, |c| Source::Simulated(
+        simulated::SimulatedSource::new(c)
+    ));
+    add!(s.system, |c| Source::System(system::SystemSource::new(
+        c,
+        ctx.buffer_dir.clone(),
+        ctx.stats.clone()
+    )));
+    add!(s.file, |c| Source::File(file::FileSource::new(c)));
+    add!(s.w1, |c| Source::W1(w1::W1Source::new(c)));
+    add!(s.command, |c| Source::Command(command::CommandSource::new(
+        c
+    )));
+
+    let mut tasks = JoinSet::new();
+    for p in polled {
+        tasks.spawn(run_polled(
+            p,
+            ctx.stats.clone(),
+            out.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if !s.mqtt.is_empty() {
+        let task = mqtt::MqttTask::new(cfg);
+        tasks.spawn(task.run(ctx.stats.clone(), out.clone(), shutdown.clone()));
+    }
+    tracing::debug!(device = %ctx.device, tasks = tasks.len(), "sensors started");
+    Sensors { tasks }
+}
+
+/// Reads a polled sensor once per interval until `shutdown`.
+async fn run_polled(
+    mut p: Polled,
+    stats: Arc<AgentStats>,
+    out: mpsc::Sender<Observation>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(p.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut log = ErrorLog::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = p.source.read() => r,
+        };
+        if !deliver(
+            &p.meta,
+            &mut p.deadband,
+            &mut log,
+            result,
+            &stats,
+            &out,
+            &shutdown,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// Counts, logs, filters and sends the outcome of one read. False when the
+/// sensor must stop (shutdown, or the receiver is gone).
+pub(crate) async fn deliver(
+    meta: &Arc<SensorMeta>,
+    deadband: &mut Deadband,
+    log: &mut ErrorLog,
+    result: Result<Value, SensorError>,
+    stats: &AgentStats,
+    out: &mpsc::Sender<Observation>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => {
+            stats.error(&meta.id);
+            log.failed(&meta.id, &e);
+            return true;
+        }
+    };
+    log.ok(&meta.id);
+    if !deadband.admit(&value) {
+        stats.suppressed(&meta.id);
+        return true;
+    }
+    let obs = Observation {
+        sensor: meta.clone(),
+        timestamp_ns: now_unix_ns(),
+        value,
+    };
+    let permit = tokio::select! {
+        biased;
+        r = out.reserve() => match r {
+            Ok(permit) => permit,
+            Err(_) => return false,
+        },
+        // Stopping while the channel is full: one last try without waiting.
+        _ = shutdown.cancelled() => {
+            if let Ok(permit) = out.try_reserve() {
+                permit.send(obs);
+                stats.reading(&meta.id);
+            }
+            return false;
+        }
+    };
+    permit.send(obs);
+    stats.reading(&meta.id);
+    true
+}
+
+/// Now, in UTC nanoseconds since the Unix epoch.
+pub(crate) fn now_unix_ns() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_unix_ms() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs a blocking read on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SensorError> + Send + 'static,
+) -> Result<T, SensorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SensorError::Task(e.to_string()))?
+}
+
+/// An agent configuration with device `test` and the given sensor tables.
+#[cfg(test)]
+pub(crate) fn test_config(sensors: &str) -> AgentConfig {
+    let text = format!("[agent]\ndevice = \"test\"\n{sensors}");
+    tributary_config::parse(&text, std::path::Path::new("test.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[cfg(test)]
+#[path = "spawn_tests.rs"]
+mod spawn_tests;
