@@ -5,6 +5,7 @@
 #
 #   cross/build.sh                 everything (runs cross/setup.sh first)
 #   cross/build.sh --agent-only    agents and their .debs, no uplink
+#   cross/build.sh --uplink-only   uplinks and their .debs, no agent
 #   cross/build.sh --no-deb        binaries only
 #   cross/build.sh --skip-setup    do not check the toolchain first
 #
@@ -43,9 +44,10 @@ agent=1 uplink=1 deb=1 setup=1
 for arg in "$@"; do
     case "$arg" in
         --agent-only) uplink=0 ;;
+        --uplink-only) agent=0 ;;
         --no-deb) deb=0 ;;
         --skip-setup) setup=0 ;;
-        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -147,7 +149,14 @@ if [ "$deb" = 1 ]; then
     fi
 fi
 
-mv "$DIST/sizes.txt.new" "$DIST/sizes.txt"
+# Keep the sizes of targets not built this time.
+if [ -f "$DIST/sizes.txt" ]; then
+    while read -r line; do
+        set -- $line
+        grep -q "^$1 *$2 " "$DIST/sizes.txt.new" || echo "$line" >>"$DIST/sizes.txt.new"
+    done <"$DIST/sizes.txt"
+fi
+sort -o "$DIST/sizes.txt" "$DIST/sizes.txt.new" && rm "$DIST/sizes.txt.new"
 log "stripped sizes ($DIST/sizes.txt)"
 cat "$DIST/sizes.txt"
 [ "$deb" = 1 ] && { log "packages"; ls -l "$DIST/deb"/*.deb; }
