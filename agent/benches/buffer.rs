@@ -19,7 +19,11 @@ const BATCH: usize = 100;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let records = arg_value(&args, "--records").unwrap_or(1_000_000);
-    if let Some(which) = args.iter().position(|a| a == "--child").map(|i| args[i + 1].clone()) {
+    if let Some(which) = args
+        .iter()
+        .position(|a| a == "--child")
+        .map(|i| args[i + 1].clone())
+    {
         let dir = args[args.iter().position(|a| a == "--dir").unwrap() + 1].clone();
         child(&which, Path::new(&dir), records);
         return;
@@ -213,7 +217,14 @@ fn vm_hwm_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 

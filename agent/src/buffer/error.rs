@@ -72,7 +72,9 @@ pub enum AppendError {
     },
     /// Only with `WhenFull::Block`: the cap is reached. Keep the record and retry after
     /// acknowledgements have freed a segment (see [`Buffer::would_fit`](super::Buffer::would_fit)).
-    #[error("buffer is full ({used} of {max_bytes} bytes); retry after acknowledgements free a segment")]
+    #[error(
+        "buffer is full ({used} of {max_bytes} bytes); retry after acknowledgements free a segment"
+    )]
     Full {
         /// Bytes on disk now.
         used: u64,
@@ -117,7 +119,9 @@ pub enum ReadError {
     Poisoned,
     /// A committed record no longer checks out (the medium changed it after it was written).
     /// The buffer is poisoned; reopening quarantines the segment and keeps the rest.
-    #[error("corrupt record in {path} at offset {offset}: {reason}; reopen the buffer to quarantine it")]
+    #[error(
+        "corrupt record in {path} at offset {offset}: {reason}; reopen the buffer to quarantine it"
+    )]
     Corrupt {
         /// The segment file.
         path: PathBuf,

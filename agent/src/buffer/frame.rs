@@ -174,7 +174,9 @@ mod tests {
     #[test]
     fn an_empty_payload_is_a_valid_frame() {
         let b = frame_bytes(7, 1, b"");
-        assert!(matches!(decode_frame(&b, 10), Decoded::Frame(f) if f.id == 7 && f.payload.is_empty()));
+        assert!(
+            matches!(decode_frame(&b, 10), Decoded::Frame(f) if f.id == 7 && f.payload.is_empty())
+        );
     }
 
     #[test]

@@ -132,7 +132,8 @@ impl Buffer {
     /// anything. With `WhenFull::Block`, wait (e.g. for the next acknowledgement) until this
     /// is true, then append.
     pub fn would_fit(&self, len: usize) -> bool {
-        len <= self.max_record_len && self.bytes_on_disk + self.bytes_needed(len) <= self.cfg.max_bytes
+        len <= self.max_record_len
+            && self.bytes_on_disk + self.bytes_needed(len) <= self.cfg.max_bytes
     }
 
     fn needs_roll(&self, frame_len: u64) -> bool {
@@ -266,7 +267,7 @@ impl Buffer {
     fn roll(&mut self, now: u64) -> io::Result<()> {
         if self.active.is_some() {
             self.write_pending()?;
-            let mut sealed = self.active.take().expect("checked above");
+            let sealed = self.active.take().expect("checked above");
             if sealed.unsynced {
                 sealed.file.sync_data()?;
                 self.stats.syncs += 1;
@@ -366,7 +367,12 @@ impl Buffer {
         let floor = self.floor();
         let mut acked_in_window = 0u64;
         let mut removed = 0usize;
-        while self.window.entries.front().is_some_and(|e| e.seg == seg.first_id) {
+        while self
+            .window
+            .entries
+            .front()
+            .is_some_and(|e| e.seg == seg.first_id)
+        {
             let e = self.window.entries.pop_front().expect("checked");
             acked_in_window += u64::from(e.acked);
             removed += 1;

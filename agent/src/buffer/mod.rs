@@ -138,9 +138,9 @@ mod segment;
 mod slots;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod tests;
 
 pub use config::{
     BufferConfig, DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES,

@@ -98,19 +98,22 @@ fn committed_offset(path: &Path, committed_end: u64) -> u64 {
     last_committed_end as u64
 }
 
-fn reopen_and_check(
-    cfg: &BufferConfig,
-    m: &mut Model,
-) -> Result<Buffer, TestCaseError> {
+fn reopen_and_check(cfg: &BufferConfig, m: &mut Model) -> Result<Buffer, TestCaseError> {
     let (mut b, _report) = Buffer::open(cfg.clone()).unwrap();
     let delivered = b.read(usize::MAX).unwrap();
     let mut prev: Option<u64> = None;
     let ids: BTreeSet<u64> = delivered.iter().map(|r| r.id).collect();
     for r in &delivered {
-        prop_assert!(prev.is_none_or(|p| r.id > p), "ids out of order after reopen");
+        prop_assert!(
+            prev.is_none_or(|p| r.id > p),
+            "ids out of order after reopen"
+        );
         prev = Some(r.id);
         let Some(mr) = m.recs.get(&r.id) else {
-            return Err(TestCaseError::fail(format!("unknown record {} delivered", r.id)));
+            return Err(TestCaseError::fail(format!(
+                "unknown record {} delivered",
+                r.id
+            )));
         };
         prop_assert_eq!(&r.payload, &mr.payload, "payload of {} differs", r.id);
         prop_assert!(

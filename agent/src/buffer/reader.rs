@@ -74,7 +74,7 @@ impl ReadCache {
             let at = (offset - start) as usize;
             return Ok((at, len));
         }
-        if !self.file.as_ref().is_some_and(|(s, _)| *s == seg) {
+        if self.file.as_ref().is_none_or(|(s, _)| *s != seg) {
             self.file = Some((seg, File::open(segment_path(dir, seg))?));
         }
         let (_, file) = self.file.as_ref().expect("opened above");
@@ -155,7 +155,8 @@ impl ReadBatch {
     fn push(&mut self, id: u64, appended_at_ms: u64, payload: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
-        self.entries.push((id, appended_at_ms, start, payload.len()));
+        self.entries
+            .push((id, appended_at_ms, start, payload.len()));
     }
 
     /// The `i`-th record.

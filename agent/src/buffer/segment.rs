@@ -17,13 +17,6 @@ pub struct Segment {
     pub len: u64,
 }
 
-impl Segment {
-    /// Number of records in it.
-    pub fn records(&self) -> u64 {
-        self.end_id - self.first_id
-    }
-}
-
 /// File name of the segment whose first record is `first_id`: 20 zero-padded decimal digits,
 /// so that names sort like ids.
 pub fn segment_path(dir: &Path, first_id: u64) -> PathBuf {
@@ -66,11 +59,6 @@ pub fn create_segment(path: &Path, header: &SegmentHeader) -> io::Result<File> {
         .open(path)?;
     file.write_all(&header.encode())?;
     Ok(file)
-}
-
-/// Reopens an existing segment to append after `len` bytes.
-pub fn reopen_for_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).open(path)
 }
 
 /// What validating a segment file found.
