@@ -7,14 +7,25 @@
 //! [kafka]
 //! brokers = "kafka-1:9092,kafka-2:9092"
 //! topic = "tributary.readings"
+//!
+//! [[routes]]
+//! subject = "tributary.*.power_*"
+//! topic = "power.{2}"
 //! ```
+//!
+//! Tables: `[nats]` (the hub), `[stream]`, `[consumer]`, `[kafka]` (the
+//! default route, producer settings, topic creation, dead letters),
+//! `[[routes]]` (subject patterns to topics, first match wins),
+//! `[exactly_once]` and `[http]` (metrics and health).
 
 use crate::nats::NatsConnection;
 use crate::types::NonZeroDuration;
 use crate::{Validate, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use toml::Spanned;
 
 /// The whole uplink configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +43,17 @@ pub struct UplinkConfig {
     /// Where records go in Kafka.
     #[serde(default)]
     pub kafka: KafkaSection,
+    /// Routing rules, tried in order; the first whose subject pattern
+    /// matches decides topic, encoding and key. A message no rule matches
+    /// goes to `kafka.topic`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// The exactly-once mode.
+    #[serde(default)]
+    pub exactly_once: ExactlyOnceSection,
+    /// The metrics and health endpoint.
+    #[serde(default)]
+    pub http: HttpSection,
 }
 
 /// How JetStream stores the stream.
@@ -132,6 +154,10 @@ pub struct ConsumerSection {
     /// Messages asked for per pull request. Default 256.
     #[serde(default = "default_pull_batch")]
     pub pull_batch: NonZeroUsize,
+    /// How long JetStream waits before redelivering a message whose Kafka
+    /// write failed (the uplink naks it with this delay). Default `"5s"`.
+    #[serde(default = "default_nak_delay")]
+    pub nak_delay: NonZeroDuration,
 }
 
 fn default_durable() -> String {
@@ -146,6 +172,9 @@ fn default_ack_wait() -> NonZeroDuration {
 fn default_pull_batch() -> NonZeroUsize {
     NonZeroUsize::new(256).expect("non-zero")
 }
+fn default_nak_delay() -> NonZeroDuration {
+    NonZeroDuration::from_secs(5)
+}
 
 impl Default for ConsumerSection {
     fn default() -> Self {
@@ -154,8 +183,35 @@ impl Default for ConsumerSection {
             max_ack_pending: default_max_ack_pending(),
             ack_wait: default_ack_wait(),
             pull_batch: default_pull_batch(),
+            nak_delay: default_nak_delay(),
         }
     }
+}
+
+/// How a message becomes Kafka records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One JSON record per reading (the documented record). Default.
+    #[default]
+    Json,
+    /// The message's bytes as one record, NATS headers as Kafka headers.
+    Passthrough,
+}
+
+/// What the Kafka record key is. The partition is chosen from the key with
+/// murmur2, as the Java client does, so other Kafka tools agree on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// The device id (all readings of a device in one partition, in order).
+    /// Default. Messages that are not agent envelopes are keyed by subject.
+    #[default]
+    Device,
+    /// `device/sensor`. Messages that are not envelopes: the subject.
+    DeviceSensor,
+    /// No key: librdkafka spreads records over partitions.
+    None,
 }
 
 /// The `[kafka]` table.
@@ -165,9 +221,23 @@ pub struct KafkaSection {
     /// Bootstrap servers, comma separated. Default `"127.0.0.1:9092"`.
     #[serde(default = "default_brokers")]
     pub brokers: String,
-    /// Topic readings go to. Default `"tributary.readings"`.
+    /// The default topic: where messages no `[[routes]]` rule matches go.
+    /// Default `"tributary.readings"`.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Encoding on the default route: `json` (default) or `passthrough`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Key on the default route: `device` (default), `device_sensor` or
+    /// `none`.
+    #[serde(default)]
+    pub key: KeyMode,
+    /// Topic for messages that cannot be decoded, routed or written
+    /// (oversized). Each carries headers `tributary-dlq-reason`,
+    /// `tributary-dlq-subject`, `tributary-dlq-stream-seq`. Default
+    /// `"tributary.dead-letter"`.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
     /// Create missing topics at start (many clusters disable
     /// auto-creation). `false`: a missing topic is an error at start.
     /// Default false.
@@ -179,14 +249,64 @@ pub struct KafkaSection {
     /// Replication factor of topics the uplink creates. Default 1.
     #[serde(default = "one_u32")]
     pub replication_factor: NonZeroU32,
+    /// Topic configs of topics the uplink creates, such as
+    /// `"retention.ms" = "604800000"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topic_config: BTreeMap<String, String>,
+    /// Largest record the uplink writes; a larger one goes to the
+    /// dead-letter topic (with only its headers). Keep it at or below the
+    /// broker's `message.max.bytes`. Default `"1 MiB"`.
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: bytesize::ByteSize,
+    /// Compression: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch. Default `"5ms"`.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: std::time::Duration,
+    /// Largest batch per partition. Default `"1 MiB"`.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: bytesize::ByteSize,
     /// How long one Kafka write may take before it counts as failed (and
-    /// the JetStream message is redelivered). Default `"30s"`.
+    /// the JetStream message is redelivered). Default `"30s"`. Not used in
+    /// exactly-once mode, where writes are retried until they succeed.
     #[serde(default = "default_delivery_timeout")]
     pub delivery_timeout: NonZeroDuration,
     /// Any librdkafka producer property, passed through as is, such as
-    /// `"compression.type" = "zstd"` or `"sasl.mechanisms" = "PLAIN"`.
+    /// `"sasl.mechanisms" = "PLAIN"`. Applied last (except the reserved
+    /// ones, which are refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// Compression codec of the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4 (default: cheap and effective on JSON).
+    #[default]
+    Lz4,
+    /// zstd (smallest, more CPU).
+    Zstd,
+}
+
+impl Compression {
+    /// The librdkafka `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 fn default_brokers() -> String {
@@ -195,8 +315,20 @@ fn default_brokers() -> String {
 fn default_topic() -> String {
     "tributary.readings".to_owned()
 }
+fn default_dead_letter_topic() -> String {
+    "tributary.dead-letter".to_owned()
+}
 fn default_partitions() -> NonZeroU32 {
     NonZeroU32::new(3).expect("non-zero")
+}
+fn default_max_record() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
+}
+fn default_linger() -> std::time::Duration {
+    std::time::Duration::from_millis(5)
+}
+fn default_batch_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
 }
 fn default_delivery_timeout() -> NonZeroDuration {
     NonZeroDuration::from_secs(30)
@@ -207,67 +339,295 @@ impl Default for KafkaSection {
         KafkaSection {
             brokers: default_brokers(),
             topic: default_topic(),
+            encoding: Encoding::Json,
+            key: KeyMode::Device,
+            dead_letter_topic: default_dead_letter_topic(),
             create_topics: false,
             partitions: default_partitions(),
             replication_factor: one_u32(),
+            topic_config: BTreeMap::new(),
+            max_record_bytes: default_max_record(),
+            compression: Compression::Lz4,
+            linger: default_linger(),
+            batch_size: default_batch_size(),
             delivery_timeout: default_delivery_timeout(),
             properties: BTreeMap::new(),
         }
     }
 }
 
+/// One `[[routes]]` rule.
+///
+/// ```toml
+/// [[routes]]
+/// subject = "tributary.*.power_*"   # NATS wildcards: `*` one token, `>` the rest
+/// topic = "power.{1}"               # {1}: the token the first wildcard matched
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Subject pattern with NATS wildcards: `*` matches one token, a final
+    /// `>` one or more. A token such as `power_*` is literal (NATS has no
+    /// partial-token wildcard).
+    pub subject: Spanned<String>,
+    /// Topic name; `{1}`, `{2}`… stand for the tokens the wildcards
+    /// matched, in order (`>` stands for all the tokens it matched, joined
+    /// by `.`).
+    pub topic: Spanned<String>,
+    /// `json` (default) or `passthrough`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// `device` (default), `device_sensor` or `none`.
+    #[serde(default)]
+    pub key: KeyMode,
+}
+
+/// The `[exactly_once]` table.
+///
+/// Every record carries its origin (stream sequence and index) in a header;
+/// on start the uplink reads the last record of each partition it writes to
+/// and skips what is already there. Each Kafka partition must be written by
+/// one uplink only: replicas divide the partitions (`replica` of
+/// `replicas`, partition `p` belongs to replica `p % replicas`), each with
+/// its own durable consumer `<consumer.durable>-<replica>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactlyOnceSection {
+    /// Turn the mode on. Default false (at-least-once).
+    #[serde(default)]
+    pub enabled: bool,
+    /// How many uplinks share the work. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<NonZeroU32>,
+    /// Which one this is, `0..replicas`. Default 0.
+    #[serde(default)]
+    pub replica: u32,
+}
+
+impl ExactlyOnceSection {
+    /// How many uplinks share the work (1 when not set).
+    pub fn replica_count(&self) -> u32 {
+        self.replicas.map_or(1, NonZeroU32::get)
+    }
+}
+
+/// The `[http]` table: Prometheus metrics at `/metrics`, health at
+/// `/health` (200 or 503).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address, such as `"127.0.0.1:9465"`. Absent: no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `/health` fails once NATS or Kafka has been unreachable this long.
+    /// Default `"30s"`.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: NonZeroDuration,
+}
+
+fn default_unhealthy_after() -> NonZeroDuration {
+    NonZeroDuration::from_secs(30)
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: None,
+            unhealthy_after: default_unhealthy_after(),
+        }
+    }
+}
+
 /// librdkafka properties the uplink sets itself, because its guarantees
 /// depend on them.
-pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &["enable.idempotence", "acks", "bootstrap.servers"];
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "bootstrap.servers",
+    "partitioner",
+    "max.in.flight.requests.per.connection",
+    "enable.gapless.guarantee",
+];
+
+/// One token of a parsed subject pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternToken {
+    /// Must equal this token.
+    Literal(String),
+    /// `*`: any one token (captured).
+    One,
+    /// `>`: one or more tokens, last in the pattern (captured, joined by `.`).
+    Rest,
+}
+
+/// Parses a NATS subject pattern into tokens.
+pub fn parse_pattern(pattern: &str) -> Result<Vec<PatternToken>, String> {
+    let tokens: Vec<&str> = pattern.split('.').collect();
+    let mut out = Vec::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        match *t {
+            "" => return Err(format!("{pattern:?} has an empty token")),
+            "*" => out.push(PatternToken::One),
+            ">" if i + 1 == tokens.len() => out.push(PatternToken::Rest),
+            ">" => return Err(format!("in {pattern:?}, `>` may only be the last token")),
+            lit if lit.contains(|c: char| c.is_whitespace()) => {
+                return Err(format!("{pattern:?} contains whitespace"));
+            }
+            lit => out.push(PatternToken::Literal(lit.to_owned())),
+        }
+    }
+    Ok(out)
+}
+
+/// One part of a parsed topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Copied as is.
+    Literal(String),
+    /// The token the n-th wildcard matched (0-based here, `{n+1}` in TOML).
+    Capture(usize),
+}
+
+/// Parses a topic template such as `power.{1}` against a pattern with
+/// `wildcards` wildcards.
+pub fn parse_template(template: &str, wildcards: usize) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        if let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("{template:?} has an unclosed `{{`"))?
+                + open;
+            let n: usize = rest[open + 1..close].parse().map_err(|_| {
+                format!(
+                    "{template:?}: `{}` is not a capture; write {{1}}, {{2}}… for the tokens the wildcards matched",
+                    &rest[open..=close]
+                )
+            })?;
+            if n == 0 || n > wildcards {
+                return Err(format!(
+                    "{template:?} uses {{{n}}} but the subject pattern has {wildcards} wildcard(s)"
+                ));
+            }
+            parts.push(TemplatePart::Capture(n - 1));
+            rest = &rest[close + 1..];
+        } else {
+            parts.push(TemplatePart::Literal(rest.to_owned()));
+            rest = "";
+        }
+    }
+    for p in &parts {
+        if let TemplatePart::Literal(l) = p {
+            if l.contains('}') || !l.chars().all(valid_topic_char) {
+                return Err(format!(
+                    "{template:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err("the topic is empty".to_owned());
+    }
+    Ok(parts)
+}
+
+fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ValidationError {
+    ValidationError::new(key, None, msg)
+}
+
+fn check_name(key: &str, name: &str, what: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.contains(['.', '*', '>', ' ']) {
+        return Err(invalid(
+            key,
+            format!("a {what} name must not be empty or contain '.', '*', '>' or spaces"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_topic(key: &str, topic: &str) -> Result<(), ValidationError> {
+    if valid_topic(topic) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+        ))
+    }
+}
 
 impl Validate for UplinkConfig {
     fn validate(&self, _source: &str) -> Result<(), ValidationError> {
         self.nats.validate()?;
-        if self.stream.name.is_empty() || self.stream.name.contains(['.', '*', '>', ' ']) {
-            return Err(ValidationError::new(
-                "stream.name",
-                None,
-                "a stream name must not be empty or contain '.', '*', '>' or spaces",
-            ));
-        }
+        check_name("stream.name", &self.stream.name, "stream")?;
         if self.stream.subjects.is_empty() {
-            return Err(ValidationError::new(
+            return Err(invalid(
                 "stream.subjects",
-                None,
                 "at least one subject is required",
             ));
         }
-        if self.consumer.durable.is_empty() || self.consumer.durable.contains(['.', '*', '>', ' '])
-        {
-            return Err(ValidationError::new(
-                "consumer.durable",
-                None,
-                "a consumer name must not be empty or contain '.', '*', '>' or spaces",
-            ));
+        for s in &self.stream.subjects {
+            parse_pattern(s).map_err(|m| invalid("stream.subjects", m))?;
         }
+        check_name("consumer.durable", &self.consumer.durable, "consumer")?;
         if self.kafka.brokers.trim().is_empty() {
-            return Err(ValidationError::new(
-                "kafka.brokers",
-                None,
-                "at least one broker is required",
-            ));
+            return Err(invalid("kafka.brokers", "at least one broker is required"));
         }
-        if !valid_topic(&self.kafka.topic) {
-            return Err(ValidationError::new(
-                "kafka.topic",
-                None,
+        check_topic("kafka.topic", &self.kafka.topic)?;
+        check_topic("kafka.dead_letter_topic", &self.kafka.dead_letter_topic)?;
+        for key in self.kafka.properties.keys() {
+            if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.{key}"),
+                    "is set by the uplink itself (its delivery guarantees depend on it)",
+                ));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let pattern = parse_pattern(r.subject.get_ref()).map_err(|m| {
+                ValidationError::new(format!("routes[{i}].subject"), Some(r.subject.span()), m)
+            })?;
+            let wildcards = pattern
+                .iter()
+                .filter(|t| !matches!(t, PatternToken::Literal(_)))
+                .count();
+            let parts = parse_template(r.topic.get_ref(), wildcards).map_err(|m| {
+                ValidationError::new(format!("routes[{i}].topic"), Some(r.topic.span()), m)
+            })?;
+            if parts.len() == 1 && matches!(parts[0], TemplatePart::Literal(_)) {
+                check_topic(&format!("routes[{i}].topic"), r.topic.get_ref())
+                    .map_err(|e| ValidationError::new(e.key, Some(r.topic.span()), e.message))?;
+            }
+        }
+        let eo = &self.exactly_once;
+        if eo.replica >= eo.replica_count() {
+            return Err(invalid(
+                "exactly_once.replica",
                 format!(
-                    "{:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)",
-                    self.kafka.topic
+                    "replica {} does not exist: replicas are numbered 0..{}",
+                    eo.replica,
+                    eo.replica_count()
                 ),
             ));
         }
-        for key in self.kafka.properties.keys() {
-            if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+        if eo.enabled {
+            if self.kafka.key == KeyMode::None {
+                return Err(invalid(
+                    "kafka.key",
+                    "exactly-once needs a deterministic partition for every record; \
+                     `none` lets the producer choose: use `device` or `device_sensor`",
+                ));
+            }
+            if let Some(i) = self.routes.iter().position(|r| r.key == KeyMode::None) {
                 return Err(ValidationError::new(
-                    format!("kafka.properties.{key}"),
-                    None,
-                    "is set by the uplink itself (its delivery guarantees depend on it)",
+                    format!("routes[{i}].key"),
+                    Some(self.routes[i].subject.span()),
+                    "exactly-once needs a deterministic partition for every record; \
+                     `none` lets the producer choose: use `device` or `device_sensor`",
                 ));
             }
         }
@@ -275,12 +635,15 @@ impl Validate for UplinkConfig {
     }
 }
 
+fn valid_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 /// Whether `t` is a legal Kafka topic name.
 pub fn valid_topic(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 249
-        && t != "."
-        && t != ".."
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(valid_topic_char)
 }
+
+#[cfg(test)]
+#[path = "uplink_tests.rs"]
+mod tests;

@@ -1,1 +1,270 @@
-//! placeholder
+//! `tributary-uplink`: drains the hub's JetStream stream into Kafka.
+//!
+//! [`run`] is the whole service: it creates or verifies the stream, binds
+//! the durable pull consumer, checks (or creates) the Kafka topics, then
+//! converts every message into records (one JSON record per reading, or the
+//! bytes passed through), writes them with an idempotent `acks=all`
+//! producer, and acknowledges each JetStream message only after Kafka
+//! confirmed every record it produced. Bad messages go to a dead-letter
+//! topic; an exactly-once mode removes the duplicates a crash would cause.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), tributary_uplink::RunError> {
+//! let config = tributary_config::load_uplink("uplink.toml".as_ref()).unwrap();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! tributary_uplink::run(config, shutdown).await
+//! # }
+//! ```
+//!
+//! Modules: [`route`] (subjects to topics), [`records`] (messages to
+//! records), [`pipeline`] (the drain loop), [`exactly_once`], [`kafka`],
+//! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
+//! [`tail`] (the `tail` subcommand).
+
+pub mod exactly_once;
+pub mod health;
+pub mod jetstream;
+pub mod kafka;
+pub mod metrics;
+pub mod murmur2;
+pub mod nats_connect;
+pub mod pipeline;
+pub mod records;
+pub mod route;
+pub mod tail;
+
+use crate::exactly_once::HighWater;
+use crate::health::Health;
+use crate::kafka::{KafkaSetupError, Topics};
+use crate::metrics::Metrics;
+use crate::pipeline::{Session, SessionEnd};
+use crate::route::Router;
+use rdkafka::producer::Producer as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tributary_config::UplinkConfig;
+
+/// Why the uplink stopped with an error. Every variant happens at start,
+/// before anything was consumed: fix the cause and start again.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The hub could not be reached.
+    #[error(transparent)]
+    Nats(#[from] nats_connect::NatsConnectError),
+    /// The stream or consumer could not be set up.
+    #[error(transparent)]
+    JetStream(#[from] jetstream::JetStreamError),
+    /// Kafka could not be set up (configuration, missing topic, brokers).
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    /// The metrics endpoint could not listen.
+    #[error("cannot listen on {addr} for the metrics endpoint: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the uplink until `shutdown` is cancelled, then drains in-flight
+/// work and returns.
+pub async fn run(config: UplinkConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    run_with(
+        config,
+        shutdown,
+        Arc::new(Metrics::default()),
+        Arc::new(Health::default()),
+    )
+    .await
+}
+
+/// [`run`] with counters and health state the caller can read.
+pub async fn run_with(
+    config: UplinkConfig,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), RunError> {
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stop_tasks = shutdown.child_token();
+    let result = serve(&config, &shutdown, &stop_tasks, &tasks, metrics, health).await;
+    stop_tasks.cancel();
+    tasks.close();
+    tasks.wait().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    result
+}
+
+async fn serve(
+    config: &UplinkConfig,
+    shutdown: &CancellationToken,
+    stop_tasks: &CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), RunError> {
+    if let Some(addr) = config.http.listen {
+        let handle = metrics::serve(
+            addr,
+            metrics.clone(),
+            health.clone(),
+            config.http.unhealthy_after.get(),
+            stop_tasks.clone(),
+        )
+        .await
+        .map_err(|source| RunError::Http { addr, source })?;
+        tasks.spawn(async move {
+            let _ = handle.await;
+        });
+        info!(%addr, "metrics at /metrics, health at /health");
+    }
+    let client = nats_connect::connect(&config.nats).await?;
+    info!(urls = ?config.nats.urls, "connected to the hub");
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = jetstream::ensure_stream(&js, config).await?;
+    let router = Router::new(config);
+    let mut topics = Topics::new(&config.kafka);
+    let dlq: Arc<str> = Arc::from(config.kafka.dead_letter_topic.as_str());
+    for topic in router.fixed_topics().iter().chain([&dlq]) {
+        let n = topics.partitions(topic).await?;
+        info!(topic = %topic, partitions = n, "Kafka topic ready");
+    }
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    spawn_watchers(
+        tasks,
+        stop_tasks,
+        config,
+        client,
+        health.clone(),
+        heartbeat.clone(),
+    );
+    let exactly_once = config.exactly_once.enabled;
+    let mut first = true;
+    loop {
+        let producer = kafka::producer(&config.kafka, exactly_once, health.clone())?;
+        let consumer = if exactly_once {
+            jetstream::rewind_consumer(&stream, config).await?.0
+        } else {
+            jetstream::bind_consumer(&stream, config).await?
+        };
+        health.set_ready(true);
+        if first {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            info!(
+                stream = %config.stream.name,
+                consumer = %jetstream::durable_name(config),
+                exactly_once,
+                "uplink started"
+            );
+            first = false;
+        }
+        let mut session = Session {
+            config,
+            router: &router,
+            producer: producer.clone(),
+            topics: &mut topics,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            high_water: exactly_once.then(|| HighWater::new(&config.kafka)),
+            heartbeat: heartbeat.clone(),
+        };
+        let end = session.run(&consumer, shutdown).await;
+        drop(session);
+        match end {
+            SessionEnd::Shutdown => {
+                let flush = config.kafka.delivery_timeout.get();
+                let p = producer.clone();
+                let _ = tokio::task::spawn_blocking(move || p.flush(flush)).await;
+                info!("uplink stopped");
+                return Ok(());
+            }
+            SessionEnd::Failed(why) => {
+                error!(
+                    why,
+                    "exactly-once session failed; restarting from what Kafka holds"
+                );
+                // Stop the old producer for good before reading what Kafka
+                // holds: nothing it queued may land after that.
+                let p = producer.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                })
+                .await;
+                drop(producer);
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(config.consumer.nak_delay.get()) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Background tasks: NATS connection state and a Kafka metadata probe feed
+/// the health state; the systemd watchdog is pinged while the drain loop
+/// turns.
+fn spawn_watchers(
+    tasks: &tokio_util::task::TaskTracker,
+    stop: &CancellationToken,
+    config: &UplinkConfig,
+    client: async_nats::Client,
+    health: Arc<Health>,
+    heartbeat: Arc<AtomicU64>,
+) {
+    let (stop1, h1) = (stop.clone(), health.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = stop1.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match client.connection_state() {
+                async_nats::connection::State::Connected => h1.nats_up(),
+                _ => h1.nats_down(),
+            }
+        }
+    });
+    let (stop2, kafka) = (stop.clone(), config.kafka.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                () = stop2.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let k = kafka.clone();
+            match tokio::task::spawn_blocking(move || kafka::probe(&k)).await {
+                Ok(Ok(())) => health.kafka_up(),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Kafka probe failed");
+                    health.kafka_down();
+                }
+                Err(_) => health.kafka_down(),
+            }
+        }
+    });
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        let stop3 = stop.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            let mut last = u64::MAX;
+            loop {
+                tokio::select! {
+                    () = stop3.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = heartbeat.load(Relaxed);
+                if now != last {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    last = now;
+                }
+            }
+        });
+    }
+}

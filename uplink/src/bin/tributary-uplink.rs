@@ -1,1 +1,176 @@
-fn main() {}
+//! `tributary-uplink`: the command line over the `tributary_uplink`
+//! library: `run`, `check` and `tail`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_uplink::tail::{TailOptions, tail};
+
+/// Drains the hub's JetStream stream of sensor readings into Kafka.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the uplink until SIGTERM or Ctrl-C (in-flight work is drained).
+    Run {
+        /// The configuration file.
+        #[arg(long, short, env = "TRIBUTARY_UPLINK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print it fully resolved, as TOML.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, env = "TRIBUTARY_UPLINK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print readings from a Kafka topic, one line each.
+    Tail {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// The topic.
+        #[arg(long, default_value = "tributary.readings")]
+        topic: String,
+        /// Only readings of this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only readings of this sensor.
+        #[arg(long)]
+        sensor: Option<String>,
+        /// Start at the beginning (default: the last --limit, or 10, records
+        /// of each partition).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Keep printing new readings as they arrive.
+        #[arg(long, short)]
+        follow: bool,
+        /// Stop after this many lines.
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        /// Extra librdkafka property, `key=value` (repeatable), e.g. for SASL.
+        #[arg(long = "property", short = 'X', value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Tail {
+            brokers,
+            topic,
+            device,
+            sensor,
+            from_beginning,
+            follow,
+            limit,
+            properties,
+        } => run_tail(TailOptions {
+            brokers,
+            topic,
+            device,
+            sensor,
+            from_beginning,
+            follow,
+            limit,
+            properties,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    print!(
+        "{}",
+        toml::to_string(&config).context("printing the resolved configuration")?
+    );
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: draining and stopping"),
+            _ = int.recv() => info!("SIGINT: draining and stopping"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime()?.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone())?;
+        tributary_uplink::run(config, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = CancellationToken::new();
+    rt.block_on(async { cancel_on_signals(token.clone()) })?;
+    let flag = stop.clone();
+    rt.spawn(async move {
+        token.cancelled().await;
+        flag.store(true, Ordering::Relaxed);
+    });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match tail(&opts, &stop, &mut out) {
+        Ok(_) => Ok(()),
+        Err(tributary_uplink::tail::TailError::Io(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e).context(format!("tail of {} at {}", opts.topic, opts.brokers)),
+    }
+}

@@ -1,0 +1,157 @@
+//! Tests of the uplink configuration: defaults, routes, exactly-once rules,
+//! and errors that name the key.
+
+use super::*;
+use crate::{ConfigError, parse};
+use std::path::Path;
+use std::time::Duration;
+
+fn load(text: &str) -> Result<UplinkConfig, ConfigError> {
+    parse(text, Path::new("uplink.toml"))
+}
+
+fn key_of(text: &str) -> String {
+    let err = load(text).unwrap_err();
+    err.key().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn an_empty_config_gets_working_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.stream.name, "TRIBUTARY");
+    assert_eq!(c.kafka.topic, "tributary.readings");
+    assert_eq!(c.kafka.dead_letter_topic, "tributary.dead-letter");
+    assert_eq!(c.kafka.compression, Compression::Lz4);
+    assert_eq!(c.kafka.linger, Duration::from_millis(5));
+    assert_eq!(c.kafka.key, KeyMode::Device);
+    assert_eq!(c.consumer.nak_delay.get(), Duration::from_secs(5));
+    assert!(!c.exactly_once.enabled);
+    assert_eq!(c.http.listen, None);
+    assert!(c.routes.is_empty());
+}
+
+#[test]
+fn routes_parse_with_captures_encodings_and_keys() {
+    let c = load(
+        "[[routes]]\nsubject = \"tributary.*.power\"\ntopic = \"power.{1}\"\nencoding = \"passthrough\"\nkey = \"device_sensor\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.routes[0].topic.get_ref(), "power.{1}");
+    assert_eq!(c.routes[0].encoding, Encoding::Passthrough);
+    assert_eq!(c.routes[0].key, KeyMode::DeviceSensor);
+}
+
+#[test]
+fn a_template_that_uses_a_capture_the_pattern_lacks_is_refused_with_its_line() {
+    let err = load("[[routes]]\nsubject = \"tributary.*.x\"\ntopic = \"t.{2}\"\n").unwrap_err();
+    assert_eq!(err.key(), Some("routes[0].topic"));
+    assert_eq!(err.line(), Some(3));
+    assert!(err.to_string().contains("1 wildcard"), "{err}");
+}
+
+#[test]
+fn a_bad_subject_pattern_is_refused() {
+    assert_eq!(
+        key_of("[[routes]]\nsubject = \"a.>.b\"\ntopic = \"t\"\n"),
+        "routes[0].subject"
+    );
+    assert_eq!(
+        key_of("[[routes]]\nsubject = \"a..b\"\ntopic = \"t\"\n"),
+        "routes[0].subject"
+    );
+    assert_eq!(
+        key_of("[stream]\nsubjects = [\"a.>.b\"]\n"),
+        "stream.subjects"
+    );
+}
+
+#[test]
+fn a_literal_topic_with_bad_characters_is_refused() {
+    assert_eq!(
+        key_of("[[routes]]\nsubject = \"a.*\"\ntopic = \"t/x\"\n"),
+        "routes[0].topic"
+    );
+    assert_eq!(key_of("[kafka]\ntopic = \"a b\"\n"), "kafka.topic");
+    assert_eq!(
+        key_of("[kafka]\ndead_letter_topic = \"\"\n"),
+        "kafka.dead_letter_topic"
+    );
+}
+
+#[test]
+fn exactly_once_refuses_keyless_routes_and_replicas_out_of_range() {
+    assert_eq!(
+        key_of("[kafka]\nkey = \"none\"\n[exactly_once]\nenabled = true\n"),
+        "kafka.key"
+    );
+    assert_eq!(
+        key_of(
+            "[exactly_once]\nenabled = true\n[[routes]]\nsubject = \"a.>\"\ntopic = \"t\"\nkey = \"none\"\n"
+        ),
+        "routes[0].key"
+    );
+    assert_eq!(
+        key_of("[exactly_once]\nenabled = true\nreplicas = 2\nreplica = 2\n"),
+        "exactly_once.replica"
+    );
+    load("[kafka]\nkey = \"none\"\n").unwrap();
+    load("[exactly_once]\nenabled = true\nreplicas = 2\nreplica = 1\n").unwrap();
+}
+
+#[test]
+fn reserved_kafka_properties_are_refused_by_name() {
+    assert_eq!(
+        key_of("[kafka.properties]\nacks = \"1\"\n"),
+        "kafka.properties.acks"
+    );
+    assert_eq!(
+        key_of("[kafka.properties]\npartitioner = \"random\"\n"),
+        "kafka.properties.partitioner"
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_enums_are_refused() {
+    assert_eq!(
+        key_of("[kafka]\ncompresion = \"lz4\"\n"),
+        "kafka.compresion"
+    );
+    assert!(load("[kafka]\ncompression = \"brotli\"\n").is_err());
+    assert!(load("[http]\nlisten = \"nowhere\"\n").is_err());
+}
+
+#[test]
+fn patterns_and_templates_parse_into_parts() {
+    assert_eq!(
+        parse_pattern("a.*.>").unwrap(),
+        vec![
+            PatternToken::Literal("a".into()),
+            PatternToken::One,
+            PatternToken::Rest
+        ]
+    );
+    assert_eq!(
+        parse_template("x.{2}-{1}", 2).unwrap(),
+        vec![
+            TemplatePart::Literal("x.".into()),
+            TemplatePart::Capture(1),
+            TemplatePart::Literal("-".into()),
+            TemplatePart::Capture(0),
+        ]
+    );
+    assert!(parse_template("x.{a}", 1).is_err());
+    assert!(parse_template("x.{1", 1).is_err());
+}
+
+#[test]
+fn the_resolved_config_prints_as_toml_and_parses_back() {
+    let c = load(
+        "[[routes]]\nsubject = \"a.*\"\ntopic = \"t.{1}\"\n[http]\nlisten = \"127.0.0.1:9465\"\n",
+    )
+    .unwrap();
+    let text = toml::to_string(&c).unwrap();
+    let back = load(&text).unwrap();
+    assert_eq!(back.routes[0].topic.get_ref(), "t.{1}");
+    assert_eq!(back.http, c.http);
+    assert_eq!(back.kafka, c.kafka);
+}

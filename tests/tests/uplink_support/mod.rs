@@ -1,0 +1,203 @@
+//! Shared pieces of the uplink's end-to-end tests: a config writer, an
+//! uplink process, an envelope publisher and a tiny HTTP getter.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tributary_tests::{Kafka, NatsServer, ProcessSpec, Record, ServerProcess, bins, free_port};
+use tributary_wire::{Envelope, NATS_MSG_ID_HEADER, Sample, Value};
+
+/// A running `tributary-uplink run` process with its config file.
+#[derive(Debug)]
+pub struct Uplink {
+    pub process: ServerProcess,
+    pub config: PathBuf,
+    pub http_port: u16,
+}
+
+/// The TOML of an uplink for `hub` and `kafka`, with `extra` appended
+/// (tables the test needs) and an HTTP port.
+pub fn config_text(
+    hub: &NatsServer,
+    kafka: &Kafka,
+    http_port: u16,
+    kafka_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[nats]
+urls = ["{hub}"]
+
+[stream]
+name = "TRIBUTARY"
+subjects = ["tributary.>"]
+
+[consumer]
+durable = "uplink"
+ack_wait = "5s"
+nak_delay = "500ms"
+max_ack_pending = 256
+
+[kafka]
+brokers = "{kafka}"
+topic = "readings"
+dead_letter_topic = "dead"
+create_topics = true
+partitions = 3
+linger = "2ms"
+delivery_timeout = "5s"
+{kafka_extra}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+unhealthy_after = "2s"
+
+{extra}
+"#,
+        hub = hub.client_url(),
+        kafka = kafka.bootstrap(),
+    )
+}
+
+impl Uplink {
+    /// Starts an uplink with `toml` as its configuration and waits until its
+    /// health endpoint answers 200.
+    pub fn start(name: &str, toml: &str, http_port: u16) -> Uplink {
+        let dir = tempfile::Builder::new()
+            .prefix("tributary-uplink-")
+            .tempdir()
+            .expect("temp dir");
+        let config = dir.path().join("uplink.toml");
+        std::fs::write(&config, toml).expect("writing the config");
+        let spec = ProcessSpec::new(name, bins::uplink().expect("the uplink binary"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,tributary_uplink=debug");
+        let mut process = ServerProcess::start(spec, dir).expect("starting the uplink");
+        process
+            .wait_until(Duration::from_secs(60), || {
+                match http_get(http_port, "/health") {
+                    Ok((200, _)) => Ok(true),
+                    Ok((code, body)) => Err(format!("health {code}: {body}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .expect("the uplink became healthy");
+        Uplink {
+            process,
+            config,
+            http_port,
+        }
+    }
+
+    /// Restarts the process (SIGKILLing it first if it runs) and waits for
+    /// it to listen again.
+    pub fn restart(&mut self) {
+        self.process.respawn().expect("respawning the uplink");
+        let port = self.http_port;
+        self.process
+            .wait_until(Duration::from_secs(60), || {
+                Ok(http_get(port, "/metrics").is_ok_and(|(c, _)| c == 200))
+            })
+            .expect("the uplink came back");
+    }
+
+    /// The value of metric `name` (first sample line starting with it).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http_get(self.http_port, "/metrics").ok()?;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port`: (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// An envelope of `count` float readings of `device`/`sensor`, sequence
+/// numbers starting at `first`.
+pub fn envelope(device: &str, sensor: &str, first: u64, count: u64) -> Envelope {
+    Envelope {
+        device: device.into(),
+        epoch: 1_764_000_000,
+        sensor: sensor.into(),
+        unit: Some("°C".into()),
+        tags: vec![("room".into(), "lab".into())],
+        samples: (first..first + count)
+            .map(|seq| Sample {
+                seq,
+                timestamp_ns: 1_795_827_723_000_000_000 + seq as i64,
+                value: Value::Float(seq as f64 / 10.0),
+            })
+            .collect(),
+    }
+}
+
+/// Publishes `env` to the hub's stream as the agent does (subject
+/// `tributary.<device>.<sensor>`, `Nats-Msg-Id`) and waits for the ack.
+pub async fn publish(js: &async_nats::jetstream::Context, env: &Envelope) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(NATS_MSG_ID_HEADER, env.msg_id().as_str());
+    js.publish_with_headers(
+        env.subject("tributary"),
+        headers,
+        env.encode().unwrap().into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("the hub's ack");
+}
+
+/// How many times each reading id occurs among `records`.
+pub fn id_counts(records: &[Record]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for r in records {
+        let id = r
+            .header_str(tributary_wire::READING_ID_HEADER)
+            .expect("every reading record has its id header")
+            .to_owned();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free port for an uplink's HTTP endpoint.
+pub fn http_port() -> u16 {
+    free_port()
+}

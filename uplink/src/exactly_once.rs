@@ -1,0 +1,117 @@
+//! Exactly-once bookkeeping: origins, the highest origin each owned
+//! partition holds, and partition ownership among replicas.
+//!
+//! Every record carries its origin, `(stream sequence, index within the
+//! message)`, in the [`ORIGIN_HEADER`](crate::records::ORIGIN_HEADER). The
+//! idempotent producer with `enable.gapless.guarantee` and no message
+//! timeout makes what a partition holds a prefix of what was sent to it,
+//! in order; the consumer is rewound to its ack floor at start, so messages
+//! arrive in stream order and origins sent to a partition only grow. Hence
+//! the last record of a partition carries the highest origin written there,
+//! and anything at or below it is already in Kafka.
+
+use crate::kafka::{KafkaSetupError, last_header};
+use crate::records::ORIGIN_HEADER;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use tributary_config::uplink::KafkaSection;
+
+/// Where a record comes from: stream sequence, then index in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// JetStream stream sequence of the message.
+    pub seq: u64,
+    /// Index of the record among the message's records.
+    pub index: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.index)
+    }
+}
+
+impl Origin {
+    /// Parses a header value `seq:index`.
+    pub fn parse(bytes: &[u8]) -> Option<Origin> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        let (seq, index) = s.split_once(':')?;
+        Some(Origin {
+            seq: seq.parse().ok()?,
+            index: index.parse().ok()?,
+        })
+    }
+}
+
+/// Whether `replica` of `replicas` owns `partition`.
+pub fn owns(partition: i32, replica: u32, replicas: u32) -> bool {
+    u32::try_from(partition).is_ok_and(|p| p % replicas.max(1) == replica)
+}
+
+/// The highest origin each partition holds or has been sent in this
+/// session, learned lazily from the partition's last record.
+#[derive(Debug)]
+pub struct HighWater {
+    config: KafkaSection,
+    marks: HashMap<(Arc<str>, i32), Option<Origin>>,
+}
+
+impl HighWater {
+    /// Empty: every partition is read on first use.
+    pub fn new(config: &KafkaSection) -> HighWater {
+        HighWater {
+            config: config.clone(),
+            marks: HashMap::new(),
+        }
+    }
+
+    /// The highest origin of `topic`/`partition`.
+    pub async fn get(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Result<Option<Origin>, KafkaSetupError> {
+        let key = (topic.clone(), partition);
+        if let Some(mark) = self.marks.get(&key) {
+            return Ok(*mark);
+        }
+        let (config, t) = (self.config.clone(), topic.to_string());
+        let header =
+            tokio::task::spawn_blocking(move || last_header(&config, &t, partition, ORIGIN_HEADER))
+                .await
+                .expect("tail reader thread panicked")?;
+        let mark = header.as_deref().and_then(Origin::parse);
+        tracing::info!(topic = %topic, partition, last_origin = ?mark.map(|o| o.to_string()), "exactly-once: read the partition's last origin");
+        self.marks.insert(key, mark);
+        Ok(mark)
+    }
+
+    /// Records that `origin` was sent to `topic`/`partition`.
+    pub fn advance(&mut self, topic: &Arc<str>, partition: i32, origin: Origin) {
+        self.marks.insert((topic.clone(), partition), Some(origin));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_order_by_sequence_then_index_and_parse_back() {
+        let a = Origin { seq: 9, index: 5 };
+        let b = Origin { seq: 10, index: 0 };
+        assert!(a < b);
+        assert_eq!(Origin::parse(a.to_string().as_bytes()), Some(a));
+        assert_eq!(Origin::parse(b"x:1"), None);
+        assert_eq!(Origin::parse(b"17"), None);
+    }
+
+    #[test]
+    fn replicas_divide_partitions_by_remainder() {
+        assert!(owns(4, 0, 2));
+        assert!(owns(5, 1, 2));
+        assert!(!owns(5, 0, 2));
+        assert!((0..12).all(|p| owns(p, 0, 1)));
+    }
+}

@@ -1,0 +1,336 @@
+//! The Kafka side: the producer's settings, topics (created or checked),
+//! partition counts, and reading the last record of a partition (for the
+//! exactly-once mode).
+
+use crate::health::Health;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use tributary_config::uplink::KafkaSection;
+
+/// The producer the uplink writes with.
+pub type Producer = FutureProducer<UplinkContext>;
+
+/// Why Kafka could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused the configuration (a bad property name or value).
+    #[error("the Kafka client configuration is refused: {0}")]
+    Config(#[source] KafkaError),
+    /// A topic the uplink routes to does not exist and `create_topics` is
+    /// false.
+    #[error("Kafka topic {0:?} does not exist; create it, or set `kafka.create_topics = true`")]
+    MissingTopic(String),
+    /// Creating a topic failed.
+    #[error("cannot create Kafka topic {topic:?}: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// The brokers did not answer.
+    #[error("Kafka at {brokers} did not answer a metadata request: {source}")]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// Why.
+        #[source]
+        source: KafkaError,
+    },
+    /// A partition's last record could not be read.
+    #[error("cannot read the last record of {topic}/{partition}: {reason}")]
+    Tail {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Client context: routes librdkafka's logs to `tracing` and records
+/// broker outages for the health endpoint.
+#[derive(Debug, Clone)]
+pub struct UplinkContext {
+    health: Arc<Health>,
+}
+
+impl UplinkContext {
+    /// A context reporting to `health`.
+    pub fn new(health: Arc<Health>) -> Self {
+        UplinkContext { health }
+    }
+}
+
+impl ClientContext for UplinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => warn!(facility = fac, "librdkafka: {log_message}"),
+            _ => debug!(facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.health.kafka_down();
+        }
+        warn!(error = %error, reason, "Kafka client error");
+    }
+}
+
+/// Settings shared by every client (security and bootstrap): the user's
+/// properties that are not producer-only.
+fn base_config(k: &KafkaSection) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in &k.properties {
+        if key.starts_with("security.")
+            || key.starts_with("sasl.")
+            || key.starts_with("ssl.")
+            || key.starts_with("ssl_")
+            || key.starts_with("client.")
+            || key.starts_with("socket.")
+            || key.starts_with("broker.")
+        {
+            c.set(key, value);
+        }
+    }
+    c
+}
+
+/// The producer's configuration: idempotent, acks=all, the Java client's
+/// partitioner, batching and compression from the config, then the user's
+/// pass-through properties. `exactly_once` makes writes retry forever and
+/// turns gaps into fatal errors, so that a partition always holds a prefix
+/// of what was sent to it.
+pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c.set("max.in.flight.requests.per.connection", "5");
+    c.set("partitioner", "murmur2_random");
+    c.set("compression.type", k.compression.as_str());
+    c.set("linger.ms", k.linger.as_millis().to_string());
+    c.set(
+        "batch.size",
+        k.batch_size.as_u64().clamp(1, 2_147_483_647).to_string(),
+    );
+    let max_record = k.max_record_bytes.as_u64();
+    c.set(
+        "message.max.bytes",
+        (max_record + 64 * 1024)
+            .clamp(1000, 1_000_000_000)
+            .to_string(),
+    );
+    c.set("queue.buffering.max.kbytes", "262144");
+    if exactly_once {
+        c.set("message.timeout.ms", "0");
+        c.set("enable.gapless.guarantee", "true");
+    } else {
+        c.set(
+            "message.timeout.ms",
+            k.delivery_timeout.get().as_millis().to_string(),
+        );
+    }
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+/// Creates the producer.
+pub fn producer(
+    k: &KafkaSection,
+    exactly_once: bool,
+    health: Arc<Health>,
+) -> Result<Producer, KafkaSetupError> {
+    producer_config(k, exactly_once)
+        .create_with_context(UplinkContext::new(health))
+        .map_err(KafkaSetupError::Config)
+}
+
+/// Partition counts of the topics the uplink writes to, learned from
+/// metadata; topics are created on first use when the config says so.
+#[derive(Debug)]
+pub struct Topics {
+    config: KafkaSection,
+    counts: HashMap<Arc<str>, i32>,
+}
+
+impl Topics {
+    /// An empty cache for `config`'s brokers.
+    pub fn new(config: &KafkaSection) -> Topics {
+        Topics {
+            config: config.clone(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// The partition count of `topic`, creating it first when missing and
+    /// `create_topics` is set.
+    pub async fn partitions(&mut self, topic: &Arc<str>) -> Result<i32, KafkaSetupError> {
+        if let Some(n) = self.counts.get(topic) {
+            return Ok(*n);
+        }
+        let config = self.config.clone();
+        let name = topic.to_string();
+        let n = tokio::task::spawn_blocking(move || lookup_or_create(&config, &name))
+            .await
+            .expect("topic lookup thread panicked")?;
+        self.counts.insert(topic.clone(), n);
+        Ok(n)
+    }
+}
+
+fn metadata_consumer(config: &KafkaSection) -> Result<BaseConsumer, KafkaSetupError> {
+    let mut c = base_config(config);
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("socket.timeout.ms", "5000");
+    c.create::<BaseConsumer>().map_err(KafkaSetupError::Config)
+}
+
+/// The partition count of `topic`, or `None` when it does not exist.
+fn partition_count(
+    consumer: &BaseConsumer,
+    config: &KafkaSection,
+    topic: &str,
+) -> Result<Option<i32>, KafkaSetupError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaSetupError::Unreachable {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)))
+}
+
+fn lookup_or_create(config: &KafkaSection, topic: &str) -> Result<i32, KafkaSetupError> {
+    let consumer = metadata_consumer(config)?;
+    if let Some(n) = partition_count(&consumer, config, topic)? {
+        return Ok(n);
+    }
+    if !config.create_topics {
+        return Err(KafkaSetupError::MissingTopic(topic.to_owned()));
+    }
+    let admin: AdminClient<DefaultClientContext> = base_config(config)
+        .create()
+        .map_err(KafkaSetupError::Config)?;
+    let partitions = i32::try_from(config.partitions.get()).unwrap_or(i32::MAX);
+    let rf = i32::try_from(config.replication_factor.get()).unwrap_or(i32::MAX);
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+    for (k, v) in &config.topic_config {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = futures::executor::block_on(admin.create_topics([&new], &opts)).map_err(|e| {
+        KafkaSetupError::CreateTopic {
+            topic: topic.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    for r in results {
+        match r {
+            Ok(_) => info!(topic, partitions, "created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic: topic.to_owned(),
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(n) = partition_count(&consumer, config, topic)? {
+            return Ok(n);
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(KafkaSetupError::CreateTopic {
+                topic: topic.to_owned(),
+                reason: "created, but the brokers' metadata does not list it after 15s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks that the brokers answer (a metadata request), for the health
+/// probe.
+pub fn probe(config: &KafkaSection) -> Result<(), KafkaSetupError> {
+    let consumer = metadata_consumer(config)?;
+    consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|_| ())
+        .map_err(|source| KafkaSetupError::Unreachable {
+            brokers: config.brokers.clone(),
+            source,
+        })
+}
+
+/// The value of header `name` of the last record of `topic`/`partition`,
+/// `Ok(None)` when the partition is empty or the record lacks the header.
+pub fn last_header(
+    config: &KafkaSection,
+    topic: &str,
+    partition: i32,
+    name: &str,
+) -> Result<Option<Vec<u8>>, KafkaSetupError> {
+    let fail = |reason: String| KafkaSetupError::Tail {
+        topic: topic.to_owned(),
+        partition,
+        reason,
+    };
+    let consumer = metadata_consumer(config)?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| fail(format!("watermarks: {e}")))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(high - 1))
+        .map_err(|e| fail(e.to_string()))?;
+    consumer.assign(&list).map_err(|e| fail(e.to_string()))?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(e)) => return Err(fail(e.to_string())),
+            Some(Ok(m)) if m.offset() >= high - 1 => {
+                return Ok(m.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value.map(<[u8]>::to_vec))
+                }));
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    Err(fail(format!("no record at offset {} within 30s", high - 1)))
+}
