@@ -312,7 +312,11 @@ impl Buffer {
                 }
                 Err(i) => match self.segments.get(i) {
                     Some(n) => self.read = ReadPos::start_of(n.first_id),
-                    None => return,
+                    None => {
+                        // Past every segment: the next record is the next one appended.
+                        self.read = ReadPos::start_of(self.next_id);
+                        return;
+                    }
                 },
             }
         }
