@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn without_a_deadband_every_reading_is_sent() {
         let mut d = Deadband::new(None, NonZeroU32::new(3).unwrap());
-        let v = [Value::Float(1.0); 5];
+        let v = [const { Value::Float(1.0) }; 5];
         assert_eq!(sent(&mut d, &v), [true; 5]);
     }
 
@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn a_heartbeat_is_sent_every_n_readings_of_a_steady_value() {
         let mut d = Deadband::new(Some(1.0), NonZeroU32::new(3).unwrap());
-        let v = [Value::Int(5); 7];
+        let v = [const { Value::Int(5) }; 7];
         assert_eq!(
             sent(&mut d, &v),
             [true, false, false, true, false, false, true]

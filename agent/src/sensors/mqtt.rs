@@ -289,8 +289,10 @@ impl MqttTask {
                     );
                     conn_log.ok("mqtt");
                     backoff = BACKOFF_INITIAL;
-                    if let Err(e) = client.try_subscribe_many(self.filters.clone()) {
-                        warn!(error = %e, "cannot queue MQTT subscriptions");
+                    if !self.filters.is_empty() {
+                        if let Err(e) = client.try_subscribe_many(self.filters.clone()) {
+                            warn!(error = %e, "cannot queue MQTT subscriptions");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
