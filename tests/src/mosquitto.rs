@@ -1,0 +1,112 @@
+//! [`Mosquitto`]: a real MQTT broker for the agent's MQTT sensors.
+//!
+//! Listens on a free loopback port, allows anonymous clients and persists its state (retained
+//! messages, QoS 1 sessions and their queued messages) in its temp dir, so a restart keeps them.
+//!
+//! ```no_run
+//! # fn main() -> tributary_tests::Result<()> {
+//! let mut broker = tributary_tests::Mosquitto::start()?;
+//! let (host, port) = ("127.0.0.1", broker.port());
+//! broker.kill()?;
+//! broker.restart()?; // same port, same persistence file
+//! # Ok(()) }
+//! ```
+
+use crate::bins;
+use crate::error::{HarnessError, Result};
+use crate::ports::{free_port, is_listening};
+use crate::process::{ProcessSpec, ServerProcess};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `mosquitto` process. Killed when dropped.
+#[derive(Debug)]
+pub struct Mosquitto {
+    process: ServerProcess,
+    port: u16,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto on a free loopback port and waits until it accepts connections.
+    pub fn start() -> Result<Self> {
+        let binary = bins::mosquitto()?;
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("tributary-mosquitto-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating temp dir", std::env::temp_dir(), e))?;
+        let config = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {}/\n\
+             autosave_interval 1\n\
+             log_dest stdout\n\
+             log_type error\n\
+             log_type warning\n\
+             log_type notice\n\
+             log_type information\n",
+            dir.path().display()
+        );
+        let config_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&config_path, config)
+            .map_err(|e| HarnessError::io("writing mosquitto config", &config_path, e))?;
+        let spec = ProcessSpec::new("mosquitto", binary)
+            .arg("-c")
+            .arg(&config_path);
+        let mut broker = Mosquitto {
+            process: ServerProcess::start(spec, dir)?,
+            port,
+        };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let port = self.port;
+        self.process.wait_until(READY_TIMEOUT, || {
+            if is_listening(port) {
+                Ok(true)
+            } else {
+                Err(format!("port {port} not accepting"))
+            }
+        })
+    }
+
+    /// The MQTT port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The temp dir holding the config and the persistence file `mosquitto.db`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.process.dir().to_path_buf()
+    }
+
+    /// Restarts mosquitto with the same config, port and persistence (SIGKILLing it first if
+    /// it runs) and waits until it accepts connections. Note that a SIGKILL loses what was not
+    /// yet autosaved (every second); [`terminate`](Self::terminate) first saves everything.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.respawn()?;
+        self.wait_ready()
+    }
+
+    /// The process guard (log, pid, signals).
+    pub fn process(&self) -> &ServerProcess {
+        &self.process
+    }
+
+    /// The process guard, mutable.
+    pub fn process_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
+}
+
+crate::process::delegate_process_methods!(Mosquitto);
