@@ -37,8 +37,15 @@ impl Mosquitto {
             .prefix("tributary-mosquitto-")
             .tempdir()
             .map_err(|e| HarnessError::io("creating temp dir", std::env::temp_dir(), e))?;
+        // Started as root, mosquitto switches to the `mosquitto` user, which cannot write the
+        // persistence file into our temp dir; `user root` keeps it root (no effect otherwise).
+        let running_as_root = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+        };
+        let user = if running_as_root { "user root\n" } else { "" };
         let config = format!(
-            "listener {port} 127.0.0.1\n\
+            "{user}listener {port} 127.0.0.1\n\
              allow_anonymous true\n\
              persistence true\n\
              persistence_location {}/\n\
