@@ -32,13 +32,13 @@ fn main() {
         "buffer benchmark: {records} records x {PAYLOAD} B, flush every {BATCH} appends, drain = read {BATCH} + ack + flush"
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>10} {:>14} {:>14} {:>12} {:>12} {:>12}",
+        "{:<10} {:>12} {:>12} {:>10} {:>16} {:>16} {:>12} {:>12} {:>12}",
         "contender",
         "append/s",
         "drain/s",
         "peak RSS",
         "disk B/payload B",
-        "(after cancel)",
+        "(append phase)",
         "CPU us/rec",
         "peak disk",
         "left after"
@@ -64,13 +64,13 @@ fn main() {
         };
         let payload_bytes = (records * PAYLOAD as u64) as f64;
         println!(
-            "{:<10} {:>12.0} {:>12.0} {:>8.1}MB {:>14.2} {:>14.2} {:>12.2} {:>10.1}MB {:>10.2}MB",
+            "{:<10} {:>12.0} {:>12.0} {:>8.1}MB {:>16.2} {:>16.2} {:>12.2} {:>10.1}MB {:>10.2}MB",
             which,
             get("append_per_s"),
             get("drain_per_s"),
             get("vmhwm_kb") / 1024.0,
             get("write_bytes") / payload_bytes,
-            (get("write_bytes") - get("cancelled_write_bytes")) / payload_bytes,
+            get("append_write_bytes") / payload_bytes,
             get("cpu_us") / records as f64,
             get("peak_disk") / 1e6,
             get("left_disk") / 1e6,
@@ -92,7 +92,7 @@ fn child(which: &str, dir: &Path, records: u64) {
     let payload = [0x5au8; PAYLOAD];
     let io0 = proc_io();
     let cpu0 = cpu_us();
-    let (append_s, drain_s, peak_disk) = match which {
+    let (append_s, drain_s, peak_disk, append_write_bytes) = match which {
         "tributary" => run_ours(dir, records, &payload),
         "sled" => run_sled(dir, records, &payload),
         other => panic!("unknown contender {other}"),
@@ -100,11 +100,12 @@ fn child(which: &str, dir: &Path, records: u64) {
     let cpu = cpu_us() - cpu0;
     let io1 = proc_io();
     println!(
-        "append_per_s={:.0} drain_per_s={:.0} vmhwm_kb={} write_bytes={} cancelled_write_bytes={} wchar={} cpu_us={} peak_disk={} left_disk={}",
+        "append_per_s={:.0} drain_per_s={:.0} vmhwm_kb={} write_bytes={} append_write_bytes={} cancelled_write_bytes={} wchar={} cpu_us={} peak_disk={} left_disk={}",
         records as f64 / append_s,
         records as f64 / drain_s,
         vm_hwm_kb(),
         io1.0 - io0.0,
+        append_write_bytes - io0.0,
         io1.1 - io0.1,
         io1.2 - io0.2,
         cpu,
@@ -113,7 +114,7 @@ fn child(which: &str, dir: &Path, records: u64) {
     );
 }
 
-fn run_ours(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
+fn run_ours(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64, u64) {
     let cfg = BufferConfig {
         dir: dir.join("buf"),
         max_bytes: 1 << 30,
@@ -133,6 +134,7 @@ fn run_ours(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
     }
     b.flush().expect("flush");
     let append_s = t.elapsed().as_secs_f64();
+    let append_write_bytes = proc_io().0;
     let peak_disk = disk_usage(dir);
     let t = Instant::now();
     let mut batch = ReadBatch::new();
@@ -154,10 +156,10 @@ fn run_ours(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
     let drain_s = t.elapsed().as_secs_f64();
     assert_eq!(drained, records);
     b.close().expect("close");
-    (append_s, drain_s, peak_disk)
+    (append_s, drain_s, peak_disk, append_write_bytes)
 }
 
-fn run_sled(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
+fn run_sled(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64, u64) {
     let db = sled::Config::new()
         .path(dir.join("sled"))
         .cache_capacity(1 << 20)
@@ -172,6 +174,7 @@ fn run_sled(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
     }
     db.flush().expect("flush");
     let append_s = t.elapsed().as_secs_f64();
+    let append_write_bytes = proc_io().0;
     let peak_disk = disk_usage(dir);
     let t = Instant::now();
     let mut drained = 0u64;
@@ -195,7 +198,7 @@ fn run_sled(dir: &Path, records: u64, payload: &[u8]) -> (f64, f64, u64) {
     let drain_s = t.elapsed().as_secs_f64();
     assert_eq!(drained, records);
     drop(db);
-    (append_s, drain_s, peak_disk)
+    (append_s, drain_s, peak_disk, append_write_bytes)
 }
 
 /// (write_bytes, cancelled_write_bytes, wchar) of this process.
