@@ -29,8 +29,11 @@ pub struct AgentStats {
     /// Unix time in ms when the oldest unacknowledged record was appended;
     /// 0 when the buffer is empty.
     pub oldest_unacked_unix_ms: AtomicU64,
-    /// Readings dropped by the when-full policy.
+    /// Readings refused by the `drop_newest` policy.
     pub dropped_readings: AtomicU64,
+    /// Buffer records (messages) dropped by the when-full policy, oldest or
+    /// newest.
+    pub dropped_records: AtomicU64,
     /// Messages published and acknowledged by the hub.
     pub acked_messages: AtomicU64,
     /// Readings in acknowledged messages.
@@ -42,6 +45,10 @@ pub struct AgentStats {
     pub ack_latency_us_total: AtomicU64,
     /// Bytes written to the buffer's files.
     pub bytes_written: AtomicU64,
+    /// Flush ticks the batcher completed (watchdog progress).
+    pub batcher_ticks: AtomicU64,
+    /// Times the forwarder woke up to do something (watchdog progress).
+    pub forwarder_wakeups: AtomicU64,
     sensors: Mutex<BTreeMap<String, SensorCounters>>,
 }
 

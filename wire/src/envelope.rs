@@ -225,16 +225,22 @@ impl Envelope {
         Ok(out)
     }
 
+    /// Length of [`Envelope::encode`]'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        1 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 1)
+    }
+
     /// Decodes and validates an envelope. Never panics, whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if version != WIRE_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let (env, rest): (Envelope, &[u8]) = postcard::take_from_bytes(body).map_err(|e| match e {
-            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-            other => DecodeError::Malformed(other.to_string()),
-        })?;
+        let (env, rest): (Envelope, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| match e {
+                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+                other => DecodeError::Malformed(other.to_string()),
+            })?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes(rest.len()));
         }
@@ -272,6 +278,13 @@ impl Envelope {
             tags: &self.tags,
             sample,
         })
+    }
+}
+
+impl Sample {
+    /// Bytes this sample adds to an encoded envelope.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
     }
 }
 
@@ -326,6 +339,7 @@ mod tests {
         let env = sample_envelope();
         let bytes = env.encode().unwrap();
         assert_eq!(bytes[0], WIRE_VERSION);
+        assert_eq!(bytes.len(), env.encoded_len());
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
     }
 

@@ -146,8 +146,16 @@ mod tests {
             unit: None,
             tags: vec![],
             samples: vec![
-                Sample { seq: 1, timestamp_ns: 0, value: Value::Text("ON".into()) },
-                Sample { seq: 2, timestamp_ns: 0, value: Value::Bool(true) },
+                Sample {
+                    seq: 1,
+                    timestamp_ns: 0,
+                    value: Value::Text("ON".into()),
+                },
+                Sample {
+                    seq: 2,
+                    timestamp_ns: 0,
+                    value: Value::Bool(true),
+                },
             ],
         };
         let recs: Vec<JsonReading> = env

@@ -98,14 +98,25 @@ mod tests {
 
     #[test]
     fn ordinary_ids_are_valid_tokens() {
-        for id in ["pi-kitchen", "cpu_temp", "28-00000a1b2c3d", "Zigbee:0x00158d"] {
+        for id in [
+            "pi-kitchen",
+            "cpu_temp",
+            "28-00000a1b2c3d",
+            "Zigbee:0x00158d",
+        ] {
             validate_token("device", id).unwrap();
         }
     }
 
     #[test]
     fn an_id_with_a_dot_wildcard_or_space_is_refused_and_named() {
-        for (id, bad) in [("a.b", '.'), ("a*", '*'), ("a>", '>'), ("a b", ' '), ("a\tb", '\t')] {
+        for (id, bad) in [
+            ("a.b", '.'),
+            ("a*", '*'),
+            ("a>", '>'),
+            ("a b", ' '),
+            ("a\tb", '\t'),
+        ] {
             let err = validate_token("sensor", id).unwrap_err();
             assert_eq!(
                 err,

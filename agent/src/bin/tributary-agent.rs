@@ -1,1 +1,149 @@
-fn main() {}
+//! `tributary-agent`: command line over the agent library.
+//!
+//! * `tributary-agent run --config /etc/tributary/agent.toml`
+//! * `tributary-agent check --config /etc/tributary/agent.toml`
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Tributary edge agent: reads sensors, buffers readings on disk and
+/// forwards them to the hub's JetStream through the local NATS leafnode.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM or SIGINT; SIGHUP reloads the sensors.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, env = "TRIBUTARY_AGENT_CONFIG", default_value = "/etc/tributary/agent.toml")]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Check the configuration: print it resolved (secrets hidden), or print
+    /// the error and exit non-zero.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, env = "TRIBUTARY_AGENT_CONFIG", default_value = "/etc/tributary/agent.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            match run(&config) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "agent failed");
+                    eprintln!("tributary-agent: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &Path) -> std::process::ExitCode {
+    match tributary_config::load_agent(path) {
+        Ok(cfg) => {
+            match toml::to_string_pretty(&cfg) {
+                Ok(text) => print!("{text}"),
+                Err(e) => println!("# (cannot print the resolved configuration: {e})"),
+            }
+            eprintln!(
+                "{}: OK, {} sensor(s), device {:?}",
+                path.display(),
+                cfg.sensors.len(),
+                cfg.agent.device.get_ref()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = tributary_config::load_agent(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // One thread is plenty on a Pi Zero; blocking buffer I/O gets its own
+    // small pool.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .thread_stack_size(256 * 1024)
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let signals = tokio::spawn(handle_signals(path.to_owned(), shutdown.clone(), reload_tx));
+        let watchdog_stop = shutdown.clone();
+        let result = tributary_agent::run::run(cfg, shutdown.clone(), reload_rx, move |handles| {
+            tributary_agent::systemd::notify_ready();
+            tokio::spawn(tributary_agent::systemd::watchdog(handles.stats, watchdog_stop));
+        })
+        .await;
+        shutdown.cancel();
+        signals.abort();
+        result.context("agent stopped with an error")
+    })
+}
+
+async fn handle_signals(path: PathBuf, shutdown: CancellationToken, reload: mpsc::Sender<tributary_config::AgentConfig>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match tributary_config::load_agent(&path) {
+                Ok(cfg) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading sensors");
+                    let _ = reload.send(cfg).await;
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: new configuration is invalid; keeping the old one"),
+            },
+        }
+    }
+    tracing::info!("stopping");
+    tributary_agent::systemd::notify_stopping();
+    shutdown.cancel();
+}
