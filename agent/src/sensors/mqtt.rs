@@ -334,17 +334,15 @@ impl MqttTask {
         shutdown: &CancellationToken,
     ) -> bool {
         for route in self.routes.iter_mut().filter(|r| matches(&r.filter, topic)) {
-            let pointer = route.pointer.clone();
-            let template = route.template.clone();
+            let result = decode(payload, self.max_payload, route.pointer.as_deref());
             let state = match route.state(topic) {
                 Ok(s) => s,
                 Err(e) => {
-                    stats.error(&template);
-                    route.log.failed(&template, &e);
+                    stats.error(&route.template);
+                    route.log.failed(&route.template, &e);
                     continue;
                 }
             };
-            let result = decode(payload, self.max_payload, pointer.as_deref());
             let ok = deliver(
                 &state.meta,
                 &mut state.deadband,
