@@ -113,11 +113,11 @@ debver="${version}-1"
 
 if [ "$agent" = 1 ]; then
     build tributary-agent aarch64-unknown-linux-musl "" stable
-    build tributary-agent x86_64-unknown-linux-musl "" stable
-    build tributary-agent armv7-unknown-linux-musleabihf "" nightly
     # ARMv6 + VFP2 (BCM2835: Pi Zero/1): pin the CPU so nothing newer sneaks in.
     EXTRA_RUSTFLAGS="-C target-cpu=arm1176jzf-s" \
         build tributary-agent arm-unknown-linux-musleabihf "" nightly
+    build tributary-agent armv7-unknown-linux-musleabihf "" nightly
+    build tributary-agent x86_64-unknown-linux-musl "" stable
 fi
 
 if [ "$uplink" = 1 ]; then
