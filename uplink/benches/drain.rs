@@ -16,6 +16,7 @@
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -90,7 +91,8 @@ async fn preload(js: &async_nats::jetstream::Context, messages: u64) {
         acks.push(
             js.publish_with_headers(env.subject("tributary"), h, env.encode().unwrap().into())
                 .await
-                .expect("publish"),
+                .expect("publish")
+                .into_future(),
         );
         while acks.len() >= 4096 {
             acks.next().await.unwrap().expect("hub ack");

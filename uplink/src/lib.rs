@@ -186,7 +186,8 @@ async fn serve(
             SessionEnd::Failed(why) => {
                 error!(
                     why,
-                    "exactly-once session failed; restarting from what Kafka holds"
+                    exactly_once,
+                    "the drain session failed; starting a new one (exactly-once: from what Kafka holds)"
                 );
                 // Stop the old producer for good before reading what Kafka
                 // holds: nothing it queued may land after that.

@@ -102,7 +102,7 @@ enum Dispatch {
     /// Writes started; their outcome will come back through the queue.
     Pending(BoxFuture<'static, Completed>),
     /// The message can be answered now.
-    Answer(Message, AckKind),
+    Answer(Box<Message>, AckKind),
 }
 
 impl Session<'_> {
@@ -149,7 +149,7 @@ impl Session<'_> {
                     }
                 }
                 next = pull.next(), if inflight.len() < max_in_flight => match next {
-                    Some(Ok(msg)) => match self.dispatch(msg, shutdown).await {
+                    Some(Ok(msg)) => match self.dispatch(msg).await {
                         Ok(Dispatch::Pending(f)) => inflight.push_back(f),
                         Ok(Dispatch::Answer(msg, kind)) => self.answer(&msg, kind).await,
                         Err(why) => break SessionEnd::Failed(why),
@@ -213,17 +213,13 @@ impl Session<'_> {
     }
 
     /// Converts a message and starts its writes.
-    async fn dispatch(
-        &mut self,
-        msg: Message,
-        shutdown: &CancellationToken,
-    ) -> Result<Dispatch, String> {
+    async fn dispatch(&mut self, msg: Message) -> Result<Dispatch, String> {
         self.metrics.consumed.fetch_add(1, Relaxed);
         let (seq, pending) = match msg.info() {
             Ok(i) => (i.stream_sequence, i.pending),
             Err(e) => {
                 warn!(error = %e, subject = %msg.subject, "a message without JetStream info; terminating it");
-                return Ok(Dispatch::Answer(msg, AckKind::Term));
+                return Ok(Dispatch::Answer(Box::new(msg), AckKind::Term));
             }
         };
         self.metrics.js_pending.store(pending, Relaxed);
@@ -253,7 +249,7 @@ impl Session<'_> {
                         Err(e) => {
                             warn!(error = %e, "cannot learn a topic's partitions; will retry the message");
                             self.health.kafka_down();
-                            return Ok(Dispatch::Answer(msg, self.nak()));
+                            return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
                         }
                     }
                 }
@@ -264,7 +260,7 @@ impl Session<'_> {
             }
             Converted::Dead(reason) => (vec![self.dead_letter(&msg, seq, &reason)], true),
         };
-        self.send(msg, seq, records, dead_letter, shutdown).await
+        self.send(msg, seq, records, dead_letter).await
     }
 
     fn nak(&self) -> AckKind {
@@ -294,7 +290,6 @@ impl Session<'_> {
         seq: u64,
         records: Vec<OutRecord>,
         dead_letter: bool,
-        shutdown: &CancellationToken,
     ) -> Result<Dispatch, String> {
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(records.len());
@@ -308,7 +303,7 @@ impl Session<'_> {
                         Err(e) => {
                             if deliveries.is_empty() {
                                 warn!(error = %e, topic = %rec.topic, "topic unavailable; will retry the message");
-                                return Ok(Dispatch::Answer(msg, self.nak()));
+                                return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
                             }
                             return Err(format!(
                                 "topic {} unavailable mid-message: {e}",
@@ -368,10 +363,9 @@ impl Session<'_> {
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // The queue drains as Kafka confirms (or, at least
+                        // once, as writes time out): wait, then try again.
                         fr = back;
-                        if shutdown.is_cancelled() && self.high_water.is_none() {
-                            return Err("shutdown while the producer queue was full".into());
-                        }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) if self.high_water.is_none() && deliveries.is_empty() => {
@@ -379,10 +373,10 @@ impl Session<'_> {
                         if permanent(&e) && !dead_letter {
                             let reason = DeadReason::Rejected(e.to_string());
                             let dl = self.dead_letter(&msg, seq, &reason);
-                            return Box::pin(self.send(msg, seq, vec![dl], true, shutdown)).await;
+                            return Box::pin(self.send(msg, seq, vec![dl], true)).await;
                         }
                         warn!(error = %e, "the producer refused a record; will retry the message");
-                        return Ok(Dispatch::Answer(msg, self.nak()));
+                        return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
                     }
                     Err((e, _)) => {
                         self.metrics.delivery_errors.fetch_add(1, Relaxed);
@@ -392,7 +386,7 @@ impl Session<'_> {
             }
         }
         if deliveries.is_empty() {
-            return Ok(Dispatch::Answer(msg, AckKind::Ack));
+            return Ok(Dispatch::Answer(Box::new(msg), AckKind::Ack));
         }
         self.metrics.in_flight.fetch_add(1, Relaxed);
         Ok(Dispatch::Pending(Box::pin(async move {
@@ -445,11 +439,7 @@ impl Session<'_> {
             }
             let reason = DeadReason::Rejected(err.to_string());
             let dl = self.dead_letter(&done.msg, done.seq, &reason);
-            let never = CancellationToken::new();
-            match self
-                .send(done.msg, done.seq, vec![dl], true, &never)
-                .await?
-            {
+            match self.send(done.msg, done.seq, vec![dl], true).await? {
                 Dispatch::Pending(f) => inflight.push_front(f),
                 Dispatch::Answer(msg, kind) => self.answer(&msg, kind).await,
             }

@@ -1,7 +1,6 @@
 //! `tributary-uplink`: the command line over the `tributary_uplink`
 //! library: `run`, `check` and `tail`.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +105,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -116,7 +115,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     print!(
         "{}",
-        toml::to_string(&config).context("printing the resolved configuration")?
+        toml::to_string(&config)
+            .map_err(|e| anyhow::anyhow!("printing the resolved configuration: {e}"))?
     );
     Ok(())
 }
@@ -125,13 +125,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
 fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("installing the SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: draining and stopping"),
@@ -171,6 +173,10 @@ fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
         {
             Ok(())
         }
-        Err(e) => Err(e).context(format!("tail of {} at {}", opts.topic, opts.brokers)),
+        Err(e) => Err(anyhow::anyhow!(
+            "tail of {} at {}: {e}",
+            opts.topic,
+            opts.brokers
+        )),
     }
 }
