@@ -129,7 +129,8 @@ enum Source {
     W1(w1::W1Source),
     Command(command::CommandSource),
     System(system::SystemSource),
-    Simulated(simulated::SimulatedSource),
+    // Boxed: its random generator makes it several times larger than the rest.
+    Simulated(Box<simulated::SimulatedSource>),
 }
 
 impl Source {
@@ -178,9 +179,9 @@ pub fn spawn(
             }
         };
     }
-    add!(s.simulated, |c| Source::Simulated(
+    add!(s.simulated, |c| Source::Simulated(Box::new(
         simulated::SimulatedSource::new(c)
-    ));
+    )));
     add!(s.system, |c| Source::System(system::SystemSource::new(
         c,
         ctx.buffer_dir.clone(),
