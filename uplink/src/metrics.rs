@@ -258,4 +258,58 @@ mod tests {
         assert!(text.contains("tributary_uplink_delivery_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("tributary_uplink_delivery_seconds_count 1"));
     }
+
+    async fn get(port: u16, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_metrics_and_a_health_that_follows_the_outages() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (metrics, health) = (Arc::new(Metrics::default()), Arc::new(Health::default()));
+        let stop = CancellationToken::new();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let task = serve(
+            addr,
+            metrics,
+            health.clone(),
+            Duration::from_millis(1),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            get(port, "/metrics")
+                .await
+                .contains("tributary_uplink_acked_total 0")
+        );
+        assert!(
+            get(port, "/health").await.starts_with("HTTP/1.1 503"),
+            "not ready yet"
+        );
+        health.set_ready(true);
+        assert!(get(port, "/health").await.starts_with("HTTP/1.1 200"));
+        health.nats_down();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let r = get(port, "/health").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("nats: down"),
+            "{r}"
+        );
+        assert!(get(port, "/nope").await.starts_with("HTTP/1.1 404"));
+        stop.cancel();
+        task.await.unwrap();
+    }
 }
