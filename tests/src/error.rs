@@ -149,6 +149,14 @@ pub enum HarnessError {
         #[source]
         source: serde_json::Error,
     },
+    /// A JetStream request of the test itself (create the stream, read it back) failed.
+    #[error("jetstream {what} failed: {reason}")]
+    JetStream {
+        /// What was attempted.
+        what: String,
+        /// The client's error.
+        reason: String,
+    },
 }
 
 /// Result type of the harness.

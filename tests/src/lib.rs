@@ -53,6 +53,7 @@ pub mod nats;
 pub mod ports;
 pub mod process;
 pub mod reader;
+pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};
 pub use error::{HarnessError, Result};

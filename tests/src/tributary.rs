@@ -1,0 +1,124 @@
+//! Starting Tributary's own programs in tests: the agent and the uplink as
+//! real processes with a config file in their temp dir, plus helpers to
+//! create the hub stream and read back what it holds.
+
+use crate::{NatsServer, ProcessSpec, Result, ServerProcess, bins};
+use std::path::Path;
+use std::time::Duration;
+use tributary_wire::Envelope;
+
+/// The stream name the tests use.
+pub const STREAM: &str = "TRIBUTARY";
+
+/// Starts `tributary-agent run` with `config` written into its temp dir.
+pub fn start_agent(config: &str) -> Result<ServerProcess> {
+    start_program("agent", bins::agent()?, config)
+}
+
+/// Starts `tributary-uplink run` with `config` written into its temp dir.
+pub fn start_uplink(config: &str) -> Result<ServerProcess> {
+    start_program("uplink", bins::uplink()?, config)
+}
+
+fn start_program(name: &str, program: std::path::PathBuf, config: &str) -> Result<ServerProcess> {
+    let dir = tempfile::tempdir().map_err(|e| crate::HarnessError::io("creating temp dir", Path::new("/tmp"), e))?;
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, config).map_err(|e| crate::HarnessError::io("writing config", &path, e))?;
+    let spec = ProcessSpec::new(name, program)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env(
+            "TRIBUTARY_LOG",
+            "info,tributary_agent=debug,tributary_uplink=debug",
+        );
+    ServerProcess::start(spec, dir)
+}
+
+/// An agent configuration: `device` talking to `leaf`, state in
+/// `state_dir`, fast flushes and retries for tests, then `sensors` (TOML
+/// of `[[sensors.*]]` tables) appended.
+pub fn agent_config(device: &str, leaf: &NatsServer, state_dir: &Path, sensors: &str) -> String {
+    format!(
+        r#"
+[agent]
+device = "{device}"
+state_dir = "{state}"
+
+[nats]
+urls = ["{leaf}"]
+
+[buffer]
+flush_interval = "200ms"
+
+[forward]
+ack_timeout = "2s"
+backoff_initial = "100ms"
+backoff_max = "1s"
+
+{sensors}
+"#,
+        state = state_dir.display(),
+        leaf = leaf.client_url()
+    )
+}
+
+/// Creates the readings stream on `hub` (file storage, 2 minute duplicate
+/// window), retrying while JetStream warms up.
+pub async fn create_stream(hub: &NatsServer) -> Result<async_nats::jetstream::stream::Stream> {
+    let client = hub.connect().await?;
+    let js = async_nats::jetstream::new(client);
+    let mut last = String::new();
+    for _ in 0..100 {
+        match js
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: STREAM.to_owned(),
+                subjects: vec!["tributary.>".to_owned()],
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(js_err("create the stream", last))
+}
+
+/// Every envelope the hub's stream holds, in stream order, decoded.
+pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
+    let client = hub.connect().await?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| js_err("get the stream", e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| js_err("stream info", e))?;
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    for seq in first..=last {
+        if last == 0 {
+            break;
+        }
+        let msg = stream
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| js_err(&format!("get message {seq}"), e))?;
+        let env = Envelope::decode(&msg.payload)
+            .map_err(|e| js_err(&format!("decode message {seq}"), e))?;
+        out.push(env);
+    }
+    Ok(out)
+}
+
+fn js_err(what: &str, reason: impl std::fmt::Display) -> crate::HarnessError {
+    crate::HarnessError::JetStream {
+        what: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
