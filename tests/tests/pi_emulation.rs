@@ -1,0 +1,299 @@
+//! Proof without a Pi: the ARM agents built by `cross/build.sh` run under QEMU user-mode
+//! emulation with the CPU of the Pi they are for, and their readings reach Kafka through a
+//! real leaf and hub `nats-server`, the uplink and the Kafka broker.
+//!
+//! | binary                                  | emulator              | CPU          | Pi            |
+//! |-----------------------------------------|-----------------------|--------------|---------------|
+//! | `aarch64-unknown-linux-musl`            | `qemu-aarch64-static` | `cortex-a53` | 3, Zero 2     |
+//! | `armv7-unknown-linux-musleabihf`        | `qemu-arm-static`     | `cortex-a7`  | 2             |
+//! | `arm-unknown-linux-musleabihf` (ARMv6)  | `qemu-arm-static`     | `arm1176`    | Zero, 1       |
+//!
+//! `arm1176` has no ARMv7 instructions: an ARMv6 build that used one dies with SIGILL here.
+//!
+//! These tests are `#[ignore]`d because they need `cross/build.sh`'s output (in
+//! `$TRIBUTARY_DIST`, default `target/cross`) and `qemu-user-static`; CI runs them with
+//! `cargo test -p tributary-tests --test pi_emulation -- --ignored`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tributary_tests::{
+    JsonReading, Kafka, KafkaReader, NatsServer, ProcessSpec, Result, ServerProcess, bins,
+};
+
+/// One emulated Pi.
+struct Emulated {
+    triple: &'static str,
+    qemu: &'static str,
+    cpu: &'static str,
+    /// Device id it reports as.
+    device: &'static str,
+}
+
+const PIS: [Emulated; 3] = [
+    Emulated {
+        triple: "aarch64-unknown-linux-musl",
+        qemu: "qemu-aarch64-static",
+        cpu: "cortex-a53",
+        device: "qemu-aarch64",
+    },
+    Emulated {
+        triple: "armv7-unknown-linux-musleabihf",
+        qemu: "qemu-arm-static",
+        cpu: "cortex-a7",
+        device: "qemu-armv7",
+    },
+    Emulated {
+        triple: "arm-unknown-linux-musleabihf",
+        qemu: "qemu-arm-static",
+        cpu: "arm1176",
+        device: "qemu-armv6",
+    },
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn dist() -> PathBuf {
+    std::env::var_os("TRIBUTARY_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/cross"))
+}
+
+impl Emulated {
+    fn binary(&self) -> PathBuf {
+        let bin = dist().join(self.triple).join("tributary-agent");
+        assert!(
+            bin.is_file(),
+            "{} missing: run cross/build.sh first",
+            bin.display()
+        );
+        bin
+    }
+
+    /// `qemu-… -cpu <cpu> <agent> <args>`, run to completion.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.qemu)
+            .arg("-cpu")
+            .arg(self.cpu)
+            .arg(self.binary())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{} runs (apt-get install qemu-user-static): {e}", self.qemu)
+            })
+    }
+
+    /// The agent as a long-running process under the emulator.
+    fn start(&self, config: &str) -> Result<ServerProcess> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config).expect("write config");
+        let spec = ProcessSpec::new(format!("agent-{}", self.device), self.qemu)
+            .arg("-cpu")
+            .arg(self.cpu)
+            .arg(self.binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("TRIBUTARY_LOG", "info,tributary_agent=debug");
+        ServerProcess::start(spec, dir)
+    }
+}
+
+#[test]
+#[ignore = "needs cross/build.sh's ARM binaries and qemu-user-static"]
+fn every_arm_agent_starts_under_its_pi_cpu_and_accepts_the_shipped_config() {
+    let conffile = repo().join("cross/deb/agent/agent.toml");
+    for pi in &PIS {
+        let out = pi.run(&["--version"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("tributary-agent "),
+            "{} under {} -cpu {}: {}\n{stdout}{}",
+            pi.triple,
+            pi.qemu,
+            pi.cpu,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = pi.run(&["check", "--config", conffile.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: check of the shipped agent.toml failed: {}\n{}",
+            pi.triple,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A mistake is reported with its place, by the emulated binary too.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[agent]\ndevice = \"pi\"\n[buffer]\nflush_interval = 5\n",
+        )
+        .unwrap();
+        let out = pi.run(&["check", "--config", bad.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("flush_interval") && stderr.contains(":4"),
+            "{}: bad config not reported with its line: {stderr}",
+            pi.triple
+        );
+    }
+}
+
+const TOPIC: &str = "pi.readings";
+
+fn uplink_config(hub: &NatsServer, kafka: &Kafka) -> String {
+    format!(
+        r#"
+[nats]
+urls = ["{hub}"]
+
+[stream]
+name = "TRIBUTARY"
+subjects = ["tributary.>"]
+
+[consumer]
+durable = "pi-emulation"
+ack_wait = "5s"
+
+[kafka]
+brokers = "{kafka}"
+topic = "{TOPIC}"
+create_topics = true
+partitions = 3
+"#,
+        hub = hub.client_url(),
+        kafka = kafka.bootstrap()
+    )
+}
+
+fn agent_config(device: &str, leaf: &NatsServer, state_dir: &Path) -> String {
+    format!(
+        r#"
+[agent]
+device = "{device}"
+state_dir = "{state}"
+
+[nats]
+urls = ["{leaf}"]
+
+[buffer]
+flush_interval = "200ms"
+
+[forward]
+ack_timeout = "5s"
+backoff_initial = "100ms"
+backoff_max = "1s"
+
+[[sensors.simulated]]
+id = "count"
+waveform = "counter"
+interval = "100ms"
+
+[[sensors.system]]
+id = "load1"
+metric = "load1"
+interval = "500ms"
+"#,
+        state = state_dir.display(),
+        leaf = leaf.client_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs cross/build.sh's ARM binaries, qemu-user-static, nats-server and tansu"]
+async fn readings_of_every_emulated_pi_reach_kafka_through_leaf_hub_and_uplink() -> Result<()> {
+    let hub = NatsServer::hub()?;
+    let leaf = NatsServer::leaf(&hub)?;
+    let kafka = Kafka::start_memory()?;
+    let states: Vec<tempfile::TempDir> = PIS.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let uplink_dir = tempfile::tempdir().expect("temp dir");
+    let uplink_conf = uplink_dir.path().join("uplink.toml");
+    std::fs::write(&uplink_conf, uplink_config(&hub, &kafka)).expect("write config");
+    let mut uplink = ServerProcess::start(
+        ProcessSpec::new("uplink", bins::uplink()?)
+            .arg("run")
+            .arg("--config")
+            .arg(&uplink_conf)
+            .env("TRIBUTARY_LOG", "info"),
+        uplink_dir,
+    )?;
+
+    let mut agents = Vec::new();
+    for (pi, state) in PIS.iter().zip(&states) {
+        agents.push(pi.start(&agent_config(pi.device, &leaf, state.path()))?);
+    }
+
+    // Every emulated device delivers at least 10 counter readings, in order from 0.
+    let reader = KafkaReader::new(kafka.bootstrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut missing: Vec<&str> = PIS.iter().map(|p| p.device).collect();
+    let mut readings: Vec<JsonReading> = Vec::new();
+    while !missing.is_empty() {
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = agents
+                .iter()
+                .map(|a| format!("--- {}\n{}", a.name(), a.log_tail(30)))
+                .collect();
+            panic!(
+                "no readings in Kafka from {missing:?} after 120 s ({} readings seen)\n{}\n--- uplink\n{}",
+                readings.len(),
+                logs.join("\n"),
+                uplink.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let records = reader
+            .read_all_async(TOPIC, Duration::from_secs(10))
+            .await?;
+        readings = KafkaReader::readings(&records)?;
+        missing.retain(|device| {
+            readings
+                .iter()
+                .filter(|r| r.device == *device && r.sensor == "count")
+                .count()
+                < 10
+        });
+    }
+
+    for pi in &PIS {
+        let mine: Vec<&JsonReading> = readings.iter().filter(|r| r.device == pi.device).collect();
+        let mut counts: Vec<i64> = mine
+            .iter()
+            .filter(|r| r.sensor == "count")
+            .filter_map(|r| r.value.as_i64())
+            .collect();
+        counts.sort_unstable();
+        counts.dedup();
+        let first: Vec<i64> = (0..10).collect();
+        assert_eq!(
+            counts[..10],
+            first[..],
+            "{}: counter readings 0..10",
+            pi.device
+        );
+        assert!(
+            mine.iter()
+                .any(|r| r.sensor == "load1" && r.value.is_number()),
+            "{}: a system metric read under emulation arrives too",
+            pi.device
+        );
+    }
+
+    for mut agent in agents {
+        let status = agent.terminate(Duration::from_secs(30))?;
+        assert!(
+            status.success(),
+            "{} exit: {status}\n{}",
+            agent.name(),
+            agent.log_tail(30)
+        );
+    }
+    uplink.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
