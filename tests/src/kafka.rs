@@ -206,6 +206,9 @@ crate::process::delegate_process_methods!(Kafka);
 pub(crate) fn base_consumer(bootstrap: &str) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        // librdkafka refuses `assign` without a group id ("Unknown group");
+        // no group is joined and nothing is committed.
+        .set("group.id", "tributary-tests-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("socket.timeout.ms", "5000")

@@ -204,6 +204,9 @@ impl Topics {
 
 fn metadata_consumer(config: &KafkaSection) -> Result<BaseConsumer, KafkaSetupError> {
     let mut c = base_config(config);
+    // librdkafka wants a group id even for `assign`; no group is joined
+    // and nothing is committed.
+    c.set("group.id", "tributary-uplink-tail");
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("socket.timeout.ms", "5000");

@@ -94,6 +94,7 @@ pub fn tail(
 ) -> Result<usize, TailError> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &opts.brokers)
+        .set("group.id", "tributary-uplink-tail")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set_log_level(RDKafkaLogLevel::Error);
