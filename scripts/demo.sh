@@ -97,13 +97,23 @@ TRIBUTARY_LOG=${TRIBUTARY_LOG:-info} "$BIN/tributary-uplink" run --config "$DEMO
 echo "==> tributary-agent (config/examples/agent.toml)"
 TRIBUTARY_LOG=${TRIBUTARY_LOG:-info} "$BIN/tributary-agent" run --config "$DEMO/agent.toml" > "$DEMO/agent.log" 2>&1 & PIDS+=($!)
 
+for _ in $(seq 300); do
+    grep -q "uplink started" "$DEMO/uplink.log" 2>/dev/null && break
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "the agent died; see $DEMO/agent.log" >&2; exit 1; }
+    sleep 0.2
+done
+grep -q "uplink started" "$DEMO/uplink.log" || { echo "the uplink did not start; see $DEMO/uplink.log" >&2; exit 1; }
+
 echo "==> readings as they arrive in Kafka (Ctrl-C to stop)"
 TAIL_ARGS=(tail --brokers "127.0.0.1:$KAFKA_PORT" --topic "$TOPIC" --follow)
 if [ -n "${DEMO_SECONDS:-}" ]; then
-    "$BIN/tributary-uplink" "${TAIL_ARGS[@]}" & TAIL=$!
+    "$BIN/tributary-uplink" "${TAIL_ARGS[@]}" | tee "$DEMO/tail.out" & TAIL=$!
     PIDS+=($TAIL)
     sleep "$DEMO_SECONDS"
-    for pid in "${PIDS[@]:0:${#PIDS[@]}-1}"; do kill -0 "$pid" 2>/dev/null || { echo "a demo process died early; see $DEMO/*.log" >&2; exit 1; }; done
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a demo process died early; see $DEMO/*.log" >&2; exit 1; }; done
+    lines=$(wc -l < "$DEMO/tail.out")
+    echo "==> $lines readings shown in $DEMO_SECONDS s"
+    [ "$lines" -gt 0 ] || { echo "no reading reached Kafka; see $DEMO/*.log" >&2; exit 1; }
 else
     "$BIN/tributary-uplink" "${TAIL_ARGS[@]}"
 fi

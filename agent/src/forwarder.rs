@@ -101,7 +101,10 @@ type AckResult = (
     u64,
     usize,
     Instant,
-    Result<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>, tokio::time::error::Elapsed>,
+    Result<
+        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+        tokio::time::error::Elapsed,
+    >,
 );
 
 /// Publishes buffer records to JetStream. See the module docs.
@@ -146,7 +149,8 @@ impl Forwarder {
         let mut backoff = self.settings.backoff.clone();
         let mut exhausted = false;
         loop {
-            if backing_off.is_none() && !exhausted && in_flight.len() < self.settings.max_in_flight {
+            if backing_off.is_none() && !exhausted && in_flight.len() < self.settings.max_in_flight
+            {
                 let want = self.settings.max_in_flight - in_flight.len();
                 let records = self.read(want).await?;
                 exhausted = records.len() < want;
@@ -155,7 +159,8 @@ impl Forwarder {
                         Ok(Some(fut)) => in_flight.push(fut),
                         Ok(None) => {}
                         Err(reason) => {
-                            backing_off = Some(self.fail(&mut in_flight, &mut backoff, &reason).await?);
+                            backing_off =
+                                Some(self.fail(&mut in_flight, &mut backoff, &reason).await?);
                             break;
                         }
                     }
@@ -317,7 +322,10 @@ mod tests {
         let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
         for (i, d) in d.iter().enumerate() {
             let full = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
-            assert!(*d >= full / 2 && *d <= full, "attempt {i}: {d:?} vs {full:?}");
+            assert!(
+                *d >= full / 2 && *d <= full,
+                "attempt {i}: {d:?} vs {full:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -30,19 +30,25 @@ pub enum ConnectError {
 
 /// Connects as `cfg` says; `default_name` names the connection when the
 /// config does not.
-pub async fn connect(cfg: &NatsConnection, default_name: &str) -> Result<async_nats::Client, ConnectError> {
+pub async fn connect(
+    cfg: &NatsConnection,
+    default_name: &str,
+) -> Result<async_nats::Client, ConnectError> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(cfg.name.clone().unwrap_or_else(|| default_name.to_owned()))
         .connection_timeout(cfg.connect_timeout.get())
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
-            Duration::from_millis((100 * attempts.min(50) as u64).max(100)).min(Duration::from_secs(5))
+            Duration::from_millis((100 * attempts.min(50) as u64).max(100))
+                .min(Duration::from_secs(5))
         })
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting")
+                }
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         });

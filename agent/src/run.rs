@@ -107,7 +107,10 @@ pub async fn run(
             subject_prefix: cfg.forward.subject_prefix.clone(),
             ack_timeout: cfg.forward.ack_timeout.get(),
             max_in_flight: cfg.forward.max_in_flight.get(),
-            backoff: Backoff::new(cfg.forward.backoff_initial.get(), cfg.forward.backoff_max.get()),
+            backoff: Backoff::new(
+                cfg.forward.backoff_initial.get(),
+                cfg.forward.backoff_max.get(),
+            ),
             drain_deadline: cfg.forward.ack_timeout.get(),
         },
         stats.clone(),
@@ -122,7 +125,8 @@ pub async fn run(
         device.clone(),
         BatchLimits {
             max_readings: cfg.forward.max_readings.get(),
-            max_message_size: usize::try_from(cfg.forward.max_message_size.as_u64()).unwrap_or(usize::MAX),
+            max_message_size: usize::try_from(cfg.forward.max_message_size.as_u64())
+                .unwrap_or(usize::MAX),
         },
         stats.clone(),
     );
@@ -226,7 +230,10 @@ async fn batch_loop(
         }
         if !open && batcher.is_blocked() {
             let readings: usize = pending.len();
-            tracing::warn!(pending = readings, "buffer full at shutdown; readings held back by the block policy are lost");
+            tracing::warn!(
+                pending = readings,
+                "buffer full at shutdown; readings held back by the block policy are lost"
+            );
             break;
         }
         let (b, p, result) = tokio::task::spawn_blocking(move || {
@@ -249,11 +256,18 @@ async fn batch_loop(
 
 fn publish_buffer_stats(buffer: &SharedBuffer, stats: &AgentStats) {
     let s = buffer.lock().expect("buffer mutex poisoned").stats();
-    stats.buffer_records.store(s.unacked_records, Ordering::Relaxed);
-    stats.buffer_bytes.store(s.bytes_on_disk, Ordering::Relaxed);
     stats
-        .oldest_unacked_unix_ms
-        .store(s.oldest_unacked_appended_at_ms.unwrap_or(0), Ordering::Relaxed);
-    stats.bytes_written.store(s.bytes_written, Ordering::Relaxed);
-    stats.dropped_records.store(s.dropped_oldest + s.dropped_newest, Ordering::Relaxed);
+        .buffer_records
+        .store(s.unacked_records, Ordering::Relaxed);
+    stats.buffer_bytes.store(s.bytes_on_disk, Ordering::Relaxed);
+    stats.oldest_unacked_unix_ms.store(
+        s.oldest_unacked_appended_at_ms.unwrap_or(0),
+        Ordering::Relaxed,
+    );
+    stats
+        .bytes_written
+        .store(s.bytes_written, Ordering::Relaxed);
+    stats
+        .dropped_records
+        .store(s.dropped_oldest + s.dropped_newest, Ordering::Relaxed);
 }

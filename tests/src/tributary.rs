@@ -21,9 +21,11 @@ pub fn start_uplink(config: &str) -> Result<ServerProcess> {
 }
 
 fn start_program(name: &str, program: std::path::PathBuf, config: &str) -> Result<ServerProcess> {
-    let dir = tempfile::tempdir().map_err(|e| crate::HarnessError::io("creating temp dir", Path::new("/tmp"), e))?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| crate::HarnessError::io("creating temp dir", Path::new("/tmp"), e))?;
     let path = dir.path().join(format!("{name}.toml"));
-    std::fs::write(&path, config).map_err(|e| crate::HarnessError::io("writing config", &path, e))?;
+    std::fs::write(&path, config)
+        .map_err(|e| crate::HarnessError::io("writing config", &path, e))?;
     let spec = ProcessSpec::new(name, program)
         .arg("run")
         .arg("--config")
@@ -95,10 +97,7 @@ pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
         .get_stream(STREAM)
         .await
         .map_err(|e| js_err("get the stream", e))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| js_err("stream info", e))?;
+    let info = stream.info().await.map_err(|e| js_err("stream info", e))?;
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut out = Vec::new();
     for seq in first..=last {

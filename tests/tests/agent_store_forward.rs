@@ -51,7 +51,8 @@ fn assert_no_sequence_repeats(readings: &[(u64, i64, i64)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_returns() -> Result<()> {
+async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_returns()
+-> Result<()> {
     let mut hub = NatsServer::hub()?;
     let leaf = NatsServer::leaf(&hub)?;
     create_stream(&hub).await?;
@@ -60,7 +61,11 @@ async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_r
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = counter_readings(&stream_envelopes(&hub).await?).len();
-    assert!(before > 0, "nothing arrived before the outage:\n{}", agent.log_tail(30));
+    assert!(
+        before > 0,
+        "nothing arrived before the outage:\n{}",
+        agent.log_tail(30)
+    );
 
     // The leaf is cut off from its hub for a while; the agent keeps reading
     // its sensor into the buffer.
@@ -71,16 +76,27 @@ async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_r
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(status.success(), "agent exit {status}:\n{}", agent.log_tail(40));
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        agent.log_tail(40)
+    );
     let envs = settled(&hub).await?;
     let mut readings = counter_readings(&envs);
     assert_no_sequence_repeats(&readings);
     readings.sort_by_key(|r| r.1);
     let values: Vec<i64> = readings.iter().map(|r| r.1).collect();
     let expected: Vec<i64> = (0..values.len() as i64).collect();
-    assert_eq!(values, expected, "every counter reading exactly once, none missing");
+    assert_eq!(
+        values, expected,
+        "every counter reading exactly once, none missing"
+    );
     // 20 ms readings over ~9 s, at least 4 s of them during the outage.
-    assert!(values.len() > before + 150, "{} readings, {before} before the outage", values.len());
+    assert!(
+        values.len() > before + 150,
+        "{} readings, {before} before the outage",
+        values.len()
+    );
     assert!(
         agent.log().contains("publishing to the hub failed"),
         "the outage was seen by the agent"
@@ -101,15 +117,29 @@ async fn sigkill_at_random_moments_loses_nothing_outside_the_flush_window_and_ne
     let mut kills = Vec::new();
     for round in 0..6u64 {
         // Pseudo-random moments, different each round and run.
-        let jitter = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 + round * 7919) % 1200;
+        let jitter = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            + round * 7919)
+            % 1200;
         tokio::time::sleep(Duration::from_millis(700 + jitter)).await;
         agent.kill()?;
-        kills.push(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64);
+        kills.push(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64,
+        );
         agent.respawn()?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(status.success(), "agent exit {status}:\n{}", agent.log_tail(40));
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        agent.log_tail(40)
+    );
 
     let envs = settled(&hub).await?;
     let mut readings = counter_readings(&envs);
@@ -128,7 +158,10 @@ async fn sigkill_at_random_moments_loses_nothing_outside_the_flush_window_and_ne
     for (i, run) in runs.iter().enumerate() {
         let values: Vec<i64> = run.iter().map(|r| r.1).collect();
         let expected: Vec<i64> = (0..values.len() as i64).collect();
-        assert_eq!(values, expected, "run {i}: only the tail may be lost, never a reading in the middle");
+        assert_eq!(
+            values, expected,
+            "run {i}: only the tail may be lost, never a reading in the middle"
+        );
         if let Some(kill) = kills.get(i) {
             let last_ts = run.last().expect("non-empty").2;
             let lost_window = Duration::from_nanos((kill - last_ts).max(0) as u64);

@@ -24,7 +24,12 @@ enum Command {
     /// Run the agent until SIGTERM or SIGINT; SIGHUP reloads the sensors.
     Run {
         /// Configuration file.
-        #[arg(long, short, env = "TRIBUTARY_AGENT_CONFIG", default_value = "/etc/tributary/agent.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TRIBUTARY_AGENT_CONFIG",
+            default_value = "/etc/tributary/agent.toml"
+        )]
         config: PathBuf,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -34,7 +39,12 @@ enum Command {
     /// the error and exit non-zero.
     Check {
         /// Configuration file.
-        #[arg(long, short, env = "TRIBUTARY_AGENT_CONFIG", default_value = "/etc/tributary/agent.toml")]
+        #[arg(
+            long,
+            short,
+            env = "TRIBUTARY_AGENT_CONFIG",
+            default_value = "/etc/tributary/agent.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -88,7 +98,9 @@ fn check(path: &Path) -> std::process::ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.compact().init(),
         LogFormat::Json => builder.json().init(),
@@ -112,7 +124,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
         let watchdog_stop = shutdown.clone();
         let result = tributary_agent::run::run(cfg, shutdown.clone(), reload_rx, move |handles| {
             tributary_agent::systemd::notify_ready();
-            tokio::spawn(tributary_agent::systemd::watchdog(handles.stats, watchdog_stop));
+            tokio::spawn(tributary_agent::systemd::watchdog(
+                handles.stats,
+                watchdog_stop,
+            ));
         })
         .await;
         shutdown.cancel();
@@ -121,7 +136,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-async fn handle_signals(path: PathBuf, shutdown: CancellationToken, reload: mpsc::Sender<tributary_config::AgentConfig>) {
+async fn handle_signals(
+    path: PathBuf,
+    shutdown: CancellationToken,
+    reload: mpsc::Sender<tributary_config::AgentConfig>,
+) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
