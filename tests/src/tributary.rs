@@ -65,6 +65,33 @@ backoff_max = "1s"
     )
 }
 
+/// An uplink configuration draining `hub` into `topic` on `kafka` (created
+/// with 3 partitions) through the durable consumer `durable`.
+pub fn uplink_config(hub: &NatsServer, kafka: &crate::Kafka, topic: &str, durable: &str) -> String {
+    format!(
+        r#"
+[nats]
+urls = ["{hub}"]
+
+[stream]
+name = "{STREAM}"
+subjects = ["tributary.>"]
+
+[consumer]
+durable = "{durable}"
+ack_wait = "5s"
+
+[kafka]
+brokers = "{kafka}"
+topic = "{topic}"
+create_topics = true
+partitions = 3
+"#,
+        hub = hub.client_url(),
+        kafka = kafka.bootstrap()
+    )
+}
+
 /// Creates the readings stream on `hub` (file storage, 2 minute duplicate
 /// window), retrying while JetStream warms up.
 pub async fn create_stream(hub: &NatsServer) -> Result<async_nats::jetstream::stream::Stream> {

@@ -146,31 +146,6 @@ fn every_arm_agent_starts_under_its_pi_cpu_and_accepts_the_shipped_config() {
 
 const TOPIC: &str = "pi.readings";
 
-fn uplink_config(hub: &NatsServer, kafka: &Kafka) -> String {
-    format!(
-        r#"
-[nats]
-urls = ["{hub}"]
-
-[stream]
-name = "TRIBUTARY"
-subjects = ["tributary.>"]
-
-[consumer]
-durable = "pi-emulation"
-ack_wait = "5s"
-
-[kafka]
-brokers = "{kafka}"
-topic = "{TOPIC}"
-create_topics = true
-partitions = 3
-"#,
-        hub = hub.client_url(),
-        kafka = kafka.bootstrap()
-    )
-}
-
 fn agent_config(device: &str, leaf: &NatsServer, state_dir: &Path) -> String {
     format!(
         r#"
@@ -214,7 +189,11 @@ async fn readings_of_every_emulated_pi_reach_kafka_through_leaf_hub_and_uplink()
 
     let uplink_dir = tempfile::tempdir().expect("temp dir");
     let uplink_conf = uplink_dir.path().join("uplink.toml");
-    std::fs::write(&uplink_conf, uplink_config(&hub, &kafka)).expect("write config");
+    std::fs::write(
+        &uplink_conf,
+        tributary_tests::tributary::uplink_config(&hub, &kafka, TOPIC, "pi-emulation"),
+    )
+    .expect("write config");
     let mut uplink = ServerProcess::start(
         ProcessSpec::new("uplink", bins::uplink()?)
             .arg("run")

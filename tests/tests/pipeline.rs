@@ -5,55 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tributary_tests::{
-    JsonReading, Kafka, KafkaReader, NatsServer, ProcessSpec, Result, ServerProcess, bins,
-};
+use tributary_tests::tributary::{agent_config, start_agent, start_uplink, uplink_config};
+use tributary_tests::{JsonReading, Kafka, KafkaReader, NatsServer, Result};
 
 const TOPIC: &str = "e2e.readings";
 
-fn uplink_config(hub: &NatsServer, kafka: &Kafka) -> String {
-    format!(
-        r#"
-[nats]
-urls = ["{hub}"]
-
-[stream]
-name = "TRIBUTARY"
-subjects = ["tributary.>"]
-
-[consumer]
-durable = "e2e"
-ack_wait = "5s"
-
-[kafka]
-brokers = "{kafka}"
-topic = "{TOPIC}"
-create_topics = true
-partitions = 3
-"#,
-        hub = hub.client_url(),
-        kafka = kafka.bootstrap()
-    )
-}
-
-fn agent_config(leaf: &NatsServer, state_dir: &std::path::Path) -> String {
-    format!(
-        r#"
-[agent]
-device = "e2e-pi"
-state_dir = "{state}"
-
-[nats]
-urls = ["{leaf}"]
-
-[buffer]
-flush_interval = "200ms"
-
-[forward]
-ack_timeout = "2s"
-backoff_initial = "100ms"
-backoff_max = "1s"
-
+const SENSORS: &str = r#"
 [[sensors.simulated]]
 id = "wave"
 waveform = "sine"
@@ -62,32 +19,13 @@ amplitude = 4.0
 offset = 21.0
 unit = "°C"
 interval = "50ms"
-tags = {{ room = "lab" }}
+tags = { room = "lab" }
 
 [[sensors.simulated]]
 id = "count"
 waveform = "counter"
 interval = "50ms"
-"#,
-        state = state_dir.display(),
-        leaf = leaf.client_url()
-    )
-}
-
-fn start(name: &str, program: std::path::PathBuf, config: &str) -> Result<ServerProcess> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join(format!("{name}.toml"));
-    std::fs::write(&path, config).expect("write config");
-    let spec = ProcessSpec::new(name, program)
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env(
-            "TRIBUTARY_LOG",
-            "info,tributary_agent=debug,tributary_uplink=debug",
-        );
-    ServerProcess::start(spec, dir)
-}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_simulated_reading_arrives_in_kafka_once_with_its_device_sensor_value_unit_and_sequence()
@@ -97,8 +35,8 @@ async fn every_simulated_reading_arrives_in_kafka_once_with_its_device_sensor_va
     let kafka = Kafka::start_memory()?;
     let state = tempfile::tempdir().expect("temp dir");
 
-    let mut uplink = start("uplink", bins::uplink()?, &uplink_config(&hub, &kafka))?;
-    let mut agent = start("agent", bins::agent()?, &agent_config(&leaf, state.path()))?;
+    let mut uplink = start_uplink(&uplink_config(&hub, &kafka, TOPIC, "e2e"))?;
+    let mut agent = start_agent(&agent_config("e2e-pi", &leaf, state.path(), SENSORS))?;
 
     let reader = KafkaReader::new(kafka.bootstrap());
     reader
