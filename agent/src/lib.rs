@@ -11,6 +11,7 @@
 pub mod batcher;
 pub mod buffer;
 pub mod forwarder;
+pub mod metrics;
 pub mod nats_connect;
 pub mod run;
 pub mod sensors;

@@ -139,6 +139,15 @@ pub async fn run(
         buffer.clone(),
         stats.clone(),
     ));
+    let metrics = cfg.metrics.listen.map(|addr| {
+        let stats = stats.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, stats, stop).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        })
+    });
     ready(Handles {
         stats: stats.clone(),
     });
@@ -181,6 +190,9 @@ pub async fn run(
         })
         .await?;
         tracing::info!(unacknowledged = unacked, "agent stopped");
+    }
+    if let Some(metrics) = metrics {
+        metrics.await?;
     }
     batch_result?;
     forward_result?;

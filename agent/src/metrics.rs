@@ -1,0 +1,212 @@
+//! The optional Prometheus text endpoint (`[metrics] listen`): per-sensor
+//! counters, buffer depth, bytes and oldest age, publish latency and drops.
+//!
+//! A deliberately tiny HTTP server on the agent's own runtime (one request
+//! per connection, `GET /metrics` only), so the Pi binary carries no HTTP
+//! stack. It is meant for localhost; connections are handled one at a time.
+
+use crate::stats::AgentStats;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Renders every counter in the Prometheus text format.
+pub fn render(stats: &AgentStats) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    gauge(
+        "tributary_agent_buffer_records",
+        "gauge",
+        "Messages in the buffer not yet acknowledged by the hub.",
+        stats.buffer_records.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_buffer_bytes",
+        "gauge",
+        "Bytes the buffer uses on disk.",
+        stats.buffer_bytes.load(Relaxed),
+    );
+    let oldest = stats.oldest_unacked_unix_ms.load(Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    gauge(
+        "tributary_agent_oldest_unsent_age_seconds",
+        "gauge",
+        "Age of the oldest reading not yet acknowledged.",
+        if oldest == 0 {
+            0
+        } else {
+            now.saturating_sub(oldest) / 1000
+        },
+    );
+    gauge(
+        "tributary_agent_dropped_records_total",
+        "counter",
+        "Buffer records dropped by the when-full policy.",
+        stats.dropped_records.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_dropped_readings_total",
+        "counter",
+        "Readings refused by the drop_newest policy.",
+        stats.dropped_readings.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_acked_messages_total",
+        "counter",
+        "Messages acknowledged by the hub.",
+        stats.acked_messages.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_acked_readings_total",
+        "counter",
+        "Readings in messages acknowledged by the hub.",
+        stats.acked_readings.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_publish_failures_total",
+        "counter",
+        "Publish attempts that failed or timed out (all retried).",
+        stats.publish_failures.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_publish_latency_microseconds_total",
+        "counter",
+        "Sum of publish-to-ack latencies; divide by acked messages for the mean.",
+        stats.ack_latency_us_total.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_buffer_bytes_written_total",
+        "counter",
+        "Bytes written to the buffer's files since start.",
+        stats.bytes_written.load(Relaxed),
+    );
+    let sensors = stats.sensors();
+    for (name, help) in [
+        ("readings", "Readings taken."),
+        ("suppressed", "Readings suppressed by the deadband."),
+        ("errors", "Failed reads."),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP tributary_agent_sensor_{name}_total {help}\n# TYPE tributary_agent_sensor_{name}_total counter"
+        );
+        for (id, c) in &sensors {
+            let v = match name {
+                "readings" => c.readings,
+                "suppressed" => c.suppressed,
+                _ => c.errors,
+            };
+            let _ = writeln!(
+                out,
+                "tributary_agent_sensor_{name}_total{{sensor=\"{}\"}} {v}",
+                id.replace(['\\', '"', '\n'], "_")
+            );
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    stats: Arc<AgentStats>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    loop {
+        let (mut conn, _) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+        };
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await;
+        let Ok(Ok(n)) = read else { continue };
+        let request = String::from_utf8_lossy(&buf[..n]);
+        let (status, body) = if request.starts_with("GET /metrics") {
+            ("200 OK", render(&stats))
+        } else {
+            ("404 Not Found", "only GET /metrics is served\n".to_owned())
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), conn.write_all(response.as_bytes())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_carries_buffer_gauges_and_per_sensor_counters() {
+        let stats = AgentStats::default();
+        stats.buffer_records.store(7, Relaxed);
+        stats.reading("temp");
+        stats.reading("temp");
+        stats.error("door");
+        let text = render(&stats);
+        assert!(
+            text.contains("tributary_agent_buffer_records 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tributary_agent_sensor_readings_total{sensor=\"temp\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tributary_agent_sensor_errors_total{sensor=\"door\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_answers_get_metrics_over_real_tcp() {
+        let stats = Arc::new(AgentStats::default());
+        stats.acked_messages.store(3, Relaxed);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(addr, stats, stop.clone()));
+        let mut body = String::new();
+        for _ in 0..50 {
+            if let Ok(mut c) = tokio::net::TcpStream::connect(addr).await {
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                c.read_to_string(&mut body).await.unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("tributary_agent_acked_messages_total 3"),
+            "{body}"
+        );
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+}
