@@ -11,7 +11,7 @@ use tributary_tests::{Kafka, KafkaReader, NatsServer};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-#[ignore = "fails: the reader sees AllBrokersDown after the tansu restart; not diagnosed yet (issue 4)"]
+#[ignore = "flaky: passed once, then the reader hit AllBrokersDown right after the tansu restart; KafkaReader should ride out transient errors (issue 4)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reading_is_lost_when_kafka_is_killed_and_restarted_mid_flow() {
     let hub = NatsServer::hub().unwrap();
@@ -74,7 +74,7 @@ async fn no_reading_is_lost_when_kafka_is_killed_and_restarted_mid_flow() {
     .await;
 }
 
-#[ignore = "fails: after SIGCONT of Kafka only 30 of 810 readings arrive within 120 s; the uplink does not resume by itself yet (issue 4)"]
+#[ignore = "fails: after SIGCONT not every reading arrives within the wait; tansu fences the idempotent producer (ProducerFenced) and the uplink now recreates it, not yet enough (issue 4)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_kafka_fails_health_and_in_flight_stays_bounded_then_everything_flows() {
     let hub = NatsServer::hub().unwrap();
@@ -103,11 +103,19 @@ async fn a_paused_kafka_fails_health_and_in_flight_stays_bounded_then_everything
         "in flight {in_flight} exceeds max_ack_pending"
     );
     kafka.resume().unwrap();
-    let records = reader
-        .read_until_async("readings", 810, WAIT)
-        .await
-        .unwrap();
-    assert_eq!(id_counts(&records).len(), 810);
+    // At-least-once: resends after the outage may duplicate records, so
+    // wait for every distinct reading rather than for a record count.
+    let mut distinct = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < WAIT {
+        let records = reader.read_all_async("readings", WAIT).await.unwrap();
+        distinct = id_counts(&records).len();
+        if distinct == 810 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(distinct, 810, "every reading reaches Kafka after the pause");
     eventually(WAIT, "health recovers", || {
         http_get(port, "/health").is_ok_and(|(code, _)| code == 200)
     })

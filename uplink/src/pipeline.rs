@@ -431,6 +431,16 @@ impl Session<'_> {
                 done.seq
             ));
         }
+        if fatal(&err) {
+            // An idempotent producer in a fatal state (fenced, epoch lost)
+            // refuses every later write: a new session with a new producer
+            // is the only way on. The message is redelivered.
+            self.answer(&done.msg, self.nak()).await;
+            return Err(format!(
+                "the Kafka producer hit a fatal error at stream sequence {}: {err}; recreating it",
+                done.seq
+            ));
+        }
         if permanent(&err) {
             if done.dead_letter {
                 error!(error = %err, stream_seq = done.seq, "the dead-letter write was refused; terminating the message (it stays in the stream)");
@@ -455,4 +465,19 @@ impl Session<'_> {
         self.answer(&done.msg, self.nak()).await;
         Ok(())
     }
+}
+
+/// Errors after which an idempotent producer accepts nothing more and must
+/// be replaced.
+fn fatal(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+        )
+    )
 }
