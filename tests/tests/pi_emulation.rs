@@ -146,24 +146,9 @@ fn every_arm_agent_starts_under_its_pi_cpu_and_accepts_the_shipped_config() {
 
 const TOPIC: &str = "pi.readings";
 
-fn agent_config(device: &str, leaf: &NatsServer, state_dir: &Path) -> String {
-    format!(
-        r#"
-[agent]
-device = "{device}"
-state_dir = "{state}"
-
-[nats]
-urls = ["{leaf}"]
-
-[buffer]
-flush_interval = "200ms"
-
-[forward]
-ack_timeout = "5s"
-backoff_initial = "100ms"
-backoff_max = "1s"
-
+/// Sensors of every emulated Pi: a counter (to check completeness) and a
+/// real system metric (to exercise /proc under qemu).
+const PI_SENSORS: &str = r#"
 [[sensors.simulated]]
 id = "count"
 waveform = "counter"
@@ -173,11 +158,7 @@ interval = "100ms"
 id = "load1"
 metric = "load1"
 interval = "500ms"
-"#,
-        state = state_dir.display(),
-        leaf = leaf.client_url()
-    )
-}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs cross/build.sh's ARM binaries, qemu-user-static, nats-server and tansu"]
@@ -205,7 +186,12 @@ async fn readings_of_every_emulated_pi_reach_kafka_through_leaf_hub_and_uplink()
 
     let mut agents = Vec::new();
     for (pi, state) in PIS.iter().zip(&states) {
-        agents.push(pi.start(&agent_config(pi.device, &leaf, state.path()))?);
+        agents.push(pi.start(&tributary_tests::tributary::agent_config(
+            pi.device,
+            &leaf,
+            state.path(),
+            PI_SENSORS,
+        ))?);
     }
 
     // Every emulated device delivers at least 10 counter readings, in order from 0.
