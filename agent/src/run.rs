@@ -9,7 +9,7 @@
 //! buffer for the next start.
 
 use crate::batcher::{BatchLimits, Batcher, CommitError, SharedBuffer};
-use crate::buffer::{self, Buffer, BufferConfig, OpenError};
+use crate::buffer::{Buffer, BufferConfig, OpenError};
 use crate::forwarder::{Backoff, ForwardError, ForwardSettings, Forwarder};
 use crate::nats_connect::{self, ConnectError};
 use crate::sensors::{self, Observation, SensorContext};
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tributary_config::{AgentConfig, WhenFull};
+use tributary_config::AgentConfig;
 
 /// Observations waiting for the batcher; sensors wait when it is full.
 const OBSERVATION_CHANNEL: usize = 1024;
@@ -61,11 +61,7 @@ pub fn buffer_config(cfg: &AgentConfig) -> BufferConfig {
         dir: cfg.buffer_dir(),
         max_bytes: cfg.buffer.max_size.as_u64(),
         segment_bytes: cfg.buffer.segment_size.as_u64(),
-        when_full: match cfg.buffer.when_full {
-            WhenFull::DropOldest => buffer::WhenFull::DropOldest,
-            WhenFull::DropNewest => buffer::WhenFull::DropNewest,
-            WhenFull::Block => buffer::WhenFull::Block,
-        },
+        when_full: cfg.buffer.when_full,
     }
 }
 

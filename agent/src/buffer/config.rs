@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use super::error::ConfigError;
 use super::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
@@ -17,20 +15,15 @@ pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted segment size (offsets inside a segment are kept as `u32`).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 
-/// What [`Buffer::append`](super::Buffer::append) does when the size cap would be exceeded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Delete the oldest whole segment, even if some of its records are unacknowledged, and
-    /// count the records lost in `dropped_oldest`. Fresh data wins.
-    #[default]
-    DropOldest,
-    /// Refuse the new record and count it in `dropped_newest`. Old data wins.
-    DropNewest,
-    /// Refuse the new record with [`AppendError::Full`](super::AppendError::Full); the caller
-    /// keeps the record and retries after acknowledgements freed a segment.
-    Block,
-}
+/// What [`Buffer::append`](super::Buffer::append) does when the size cap would be exceeded:
+/// the configuration's policy itself (`[buffer] when_full`), so there is one enum, not two.
+///
+/// - `DropOldest`: delete the oldest whole segment, even if some of its records are
+///   unacknowledged, and count the records lost in `dropped_oldest`. Fresh data wins.
+/// - `DropNewest`: refuse the new record and count it in `dropped_newest`. Old data wins.
+/// - `Block`: refuse the new record with [`AppendError::Full`](super::AppendError::Full); the
+///   caller keeps the record and retries after acknowledgements freed a segment.
+pub use tributary_config::WhenFull;
 
 /// Everything the buffer needs to know to open its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +82,7 @@ mod tests {
 
     #[test]
     fn when_full_deserializes_from_snake_case() {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct T {
             p: WhenFull,
         }
