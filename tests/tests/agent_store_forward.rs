@@ -50,6 +50,24 @@ fn assert_no_sequence_repeats(readings: &[(u64, i64, i64)]) {
     }
 }
 
+/// Stops the agent cleanly (it must exit 0), waits for the stream to stop
+/// growing and returns its counter readings, checking that no sequence
+/// number appears twice.
+async fn stop_and_collect(
+    agent: &mut tributary_tests::ServerProcess,
+    hub: &NatsServer,
+) -> Result<Vec<(u64, i64, i64)>> {
+    let status = agent.terminate(Duration::from_secs(20))?;
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        agent.log_tail(40)
+    );
+    let readings = counter_readings(&settled(hub).await?);
+    assert_no_sequence_repeats(&readings);
+    Ok(readings)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_returns()
 -> Result<()> {
@@ -75,15 +93,7 @@ async fn readings_buffered_while_the_hub_is_away_reach_the_stream_once_when_it_r
     leaf.wait_leaf_connected(Duration::from_secs(30))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(
-        status.success(),
-        "agent exit {status}:\n{}",
-        agent.log_tail(40)
-    );
-    let envs = settled(&hub).await?;
-    let mut readings = counter_readings(&envs);
-    assert_no_sequence_repeats(&readings);
+    let mut readings = stop_and_collect(&mut agent, &hub).await?;
     readings.sort_by_key(|r| r.1);
     let values: Vec<i64> = readings.iter().map(|r| r.1).collect();
     let expected: Vec<i64> = (0..values.len() as i64).collect();
@@ -134,16 +144,7 @@ async fn sigkill_at_random_moments_loses_nothing_outside_the_flush_window_and_ne
         agent.respawn()?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(
-        status.success(),
-        "agent exit {status}:\n{}",
-        agent.log_tail(40)
-    );
-
-    let envs = settled(&hub).await?;
-    let mut readings = counter_readings(&envs);
-    assert_no_sequence_repeats(&readings);
+    let mut readings = stop_and_collect(&mut agent, &hub).await?;
     // Sequence numbers only grow across restarts, so sorting by them lines up
     // the runs of the 7 agent processes; each run's counter starts at 0.
     readings.sort_by_key(|r| r.0);
