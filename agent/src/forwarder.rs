@@ -4,7 +4,8 @@
 //!
 //! * **Sending**: it keeps up to `max_in_flight` messages published and
 //!   awaiting the hub's acknowledgement, reading the next committed records
-//!   from the buffer as acknowledgements come back. Each acknowledged record
+//!   from the buffer each time half of the window came back (one read per
+//!   half window, not one per acknowledgement). Each acknowledged record
 //!   is acknowledged in the buffer, which deletes a segment once every record
 //!   in it is acknowledged. A backlog therefore drains at the speed of the
 //!   acknowledgement pipeline, not one round trip per message, while fresh
@@ -148,9 +149,12 @@ impl Forwarder {
         let mut backing_off: Option<tokio::time::Instant> = None;
         let mut backoff = self.settings.backoff.clone();
         let mut exhausted = false;
+        // Refill the window once half of it came back (or it is empty), in
+        // one read: one trip to the blocking pool per half window instead of
+        // one per acknowledgement.
+        let refill_at = self.settings.max_in_flight / 2;
         loop {
-            if backing_off.is_none() && !exhausted && in_flight.len() < self.settings.max_in_flight
-            {
+            if backing_off.is_none() && !exhausted && in_flight.len() <= refill_at {
                 let want = self.settings.max_in_flight - in_flight.len();
                 let records = self.read(want).await?;
                 exhausted = records.len() < want;
