@@ -110,6 +110,7 @@ pub enum HarnessError {
     #[error("generating test certificates failed: {0}")]
     Certificates(#[from] rcgen::Error),
     /// A Kafka client operation (metadata, create topic, consume) failed.
+    #[cfg(feature = "kafka")]
     #[error("kafka {what} failed: {source}")]
     Kafka {
         /// The operation.
@@ -157,6 +158,14 @@ pub enum HarnessError {
         /// The client's error.
         reason: String,
     },
+    /// A program's Prometheus endpoint could not be read or lacked a metric.
+    #[error("metrics on 127.0.0.1:{port}: {reason}")]
+    Metrics {
+        /// The endpoint's port.
+        port: u16,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Result type of the harness.
@@ -171,6 +180,7 @@ impl HarnessError {
         }
     }
 
+    #[cfg(feature = "kafka")]
     pub(crate) fn kafka(what: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
         HarnessError::Kafka {
             what: what.into(),

@@ -39,6 +39,9 @@
 //! - `TRIBUTARY_TANSU_LOG`: `RUST_LOG` for tansu (default `warn`);
 //! - `TRIBUTARY_KEEP_TEST_DIRS=1`: keep the servers' temp dirs and logs after the test.
 //!
+//! Feature `kafka` (default) brings [`Kafka`] and [`KafkaReader`] and with them librdkafka;
+//! benchmarks that only need NATS (the agent's) turn it off.
+//!
 //! Install all external programs with `scripts/install-test-deps.sh`.
 //!
 //! All server calls block while they wait for readiness; in async tests use a multi-thread
@@ -47,20 +50,24 @@
 pub mod bins;
 pub mod certs;
 pub mod error;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mosquitto;
 pub mod nats;
 pub mod ports;
 pub mod process;
+#[cfg(feature = "kafka")]
 pub mod reader;
 pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};
 pub use error::{HarnessError, Result};
+#[cfg(feature = "kafka")]
 pub use kafka::{Kafka, KafkaStorage};
 pub use mosquitto::Mosquitto;
 pub use nats::{ClientAuth, Credentials, NatsOptions, NatsServer};
 pub use ports::free_port;
 pub use process::{ProcessSpec, ServerProcess, pid_exists};
+#[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
 pub use tributary_wire::json::JsonReading;

@@ -60,6 +60,23 @@ pub enum ClientAuth {
     UserPassword(Credentials),
     /// A shared token.
     Token(String),
+    /// An nkey: the server knows the public key derived from this user seed (`SU…`, see
+    /// [`ClientAuth::new_nkey`]); clients sign the server's nonce with the seed.
+    Nkey {
+        /// The user's seed.
+        seed: String,
+    },
+}
+
+impl ClientAuth {
+    /// A fresh random user nkey.
+    pub fn new_nkey() -> Self {
+        ClientAuth::Nkey {
+            seed: nkeys::KeyPair::new_user()
+                .seed()
+                .expect("a new key pair has a seed"),
+        }
+    }
 }
 
 /// Optional settings of a hub or leaf; `NatsOptions::default()` is plain, open loopback.
@@ -299,6 +316,7 @@ impl NatsServer {
                 opts = opts.user_and_password(c.user.clone(), c.password.clone());
             }
             Some(ClientAuth::Token(t)) => opts = opts.token(t.clone()),
+            Some(ClientAuth::Nkey { seed }) => opts = opts.nkey(seed.clone()),
             None => {}
         }
         if let Some(tls) = &self.options.tls {
@@ -428,6 +446,15 @@ fn render_config(
         }
         Some(ClientAuth::Token(t)) => {
             let _ = writeln!(c, "authorization {{\n  token: {t:?}\n}}");
+        }
+        Some(ClientAuth::Nkey { seed }) => {
+            let public = nkeys::KeyPair::from_seed(seed)
+                .expect("ClientAuth::Nkey holds a valid user seed")
+                .public_key();
+            let _ = writeln!(
+                c,
+                "authorization {{\n  users = [ {{ nkey: {public:?} }} ]\n}}"
+            );
         }
         None => {}
     }

@@ -65,6 +65,7 @@ backoff_max = "1s"
     )
 }
 
+#[cfg(feature = "kafka")]
 /// An uplink configuration draining `hub` into `topic` on `kafka` (created
 /// with 3 partitions) through the durable consumer `durable`.
 pub fn uplink_config(hub: &NatsServer, kafka: &crate::Kafka, topic: &str, durable: &str) -> String {
@@ -140,6 +141,43 @@ pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
         out.push(env);
     }
     Ok(out)
+}
+
+/// The value of the unlabelled sample `name` on the Prometheus text endpoint
+/// `127.0.0.1:port` (as the agent and uplink serve it on `GET /metrics`),
+/// retrying for a few seconds while the endpoint is not up yet.
+pub fn scrape_metric(port: u16, name: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let err = |reason: String| crate::HarnessError::Metrics { port, reason };
+    let mut last = String::new();
+    for _ in 0..50 {
+        let body = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match body {
+            Ok(body) => {
+                let line = body
+                    .lines()
+                    .find(|l| {
+                        l.strip_prefix(name)
+                            .is_some_and(|rest| rest.starts_with(' '))
+                    })
+                    .ok_or_else(|| err(format!("no sample {name}")))?;
+                return line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| err(format!("bad sample line {line:?}")));
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(err(last))
 }
 
 fn js_err(what: &str, reason: impl std::fmt::Display) -> crate::HarnessError {
