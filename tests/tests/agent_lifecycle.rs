@@ -1,10 +1,15 @@
 //! The agent's connections and life cycle against real nats-server
 //! processes: a leaf that requires mutual TLS and a password (read from a
-//! file), and SIGHUP reloading the sensor list without losing buffered data.
+//! file), a leaf that requires an nkey (seed from the environment), SIGHUP
+//! reloading the sensor list without losing buffered data, and the systemd
+//! notify protocol (readiness, watchdog pings, stopping) on a real socket.
 
 use std::time::Duration;
 use tributary_tests::tributary::{agent_config, create_stream, start_agent, stream_envelopes};
-use tributary_tests::{ClientAuth, Credentials, NatsOptions, NatsServer, Result, TestCerts};
+use tributary_tests::{
+    ClientAuth, Credentials, NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess,
+    TestCerts, bins,
+};
 
 const ONE_SENSOR: &str = r#"
 [[sensors.simulated]]
@@ -86,6 +91,81 @@ async fn the_agent_delivers_through_a_leaf_that_requires_mutual_tls_and_a_passwo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_delivers_through_a_leaf_that_requires_an_nkey_whose_seed_comes_from_the_environment()
+-> Result<()> {
+    let auth = ClientAuth::new_nkey();
+    let ClientAuth::Nkey { seed } = &auth else {
+        unreachable!("new_nkey makes an nkey")
+    };
+    let seed = seed.clone();
+    let hub = NatsServer::hub()?;
+    let leaf = NatsServer::leaf_with(
+        &hub,
+        NatsOptions {
+            auth: Some(auth),
+            ..NatsOptions::default()
+        },
+    )?;
+    create_stream(&hub).await?;
+    let state = tempfile::tempdir().expect("temp dir");
+    let base = agent_config("pi-nkey", &leaf, state.path(), ONE_SENSOR);
+    let config = base.replacen(
+        "[buffer]",
+        "nkey_seed = { env = \"PI_NKEY_SEED\" }\n\n[buffer]",
+        1,
+    );
+
+    // Without the seed the leaf refuses the agent: nothing arrives, and the
+    // agent keeps retrying instead of exiting.
+    let mut refused = start_agent(&base)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(refused.is_running(), "{}", refused.log_tail(20));
+    assert!(
+        stream_envelopes(&hub).await?.is_empty(),
+        "an unauthenticated agent got readings through"
+    );
+    refused.kill()?;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let spec = ProcessSpec::new("agent", bins::agent()?)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("PI_NKEY_SEED", &seed)
+        .env("TRIBUTARY_LOG", "info,tributary_agent=debug");
+    let mut agent = ServerProcess::start(spec, dir)?;
+    let arrived = wait_for_sensor(&hub, "first").await?;
+    assert!(
+        arrived,
+        "nothing arrived through the nkey leaf:\n{}",
+        agent.log_tail(40)
+    );
+    assert!(
+        !agent.log().contains(&seed),
+        "the seed never appears in the log"
+    );
+    let status = agent.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "agent exit {status}");
+
+    // `check` resolves the config without printing the seed.
+    let out = std::process::Command::new(bins::agent()?)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("PI_NKEY_SEED", &seed)
+        .output()
+        .expect("run check");
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        !printed.contains(&seed),
+        "check printed the seed: {printed}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_sensors_and_an_invalid_config_keeps_the_old_ones() -> Result<()> {
     let hub = NatsServer::hub()?;
     let leaf = NatsServer::leaf(&hub)?;
@@ -139,5 +219,74 @@ async fn sighup_reloads_the_sensors_and_an_invalid_config_keeps_the_old_ones() -
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), n, "no sequence number twice");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_tells_systemd_when_it_is_ready_pings_the_watchdog_and_says_when_it_stops()
+-> Result<()> {
+    use std::os::unix::net::UnixDatagram;
+    let hub = NatsServer::hub()?;
+    let leaf = NatsServer::leaf(&hub)?;
+    create_stream(&hub).await?;
+    let state = tempfile::tempdir().expect("temp dir");
+    let socket_path = state.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("socket timeout");
+    let config = agent_config("pi-systemd", &leaf, state.path(), ONE_SENSOR);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &config).expect("write config");
+    // What systemd sets for `Type=notify` with `WatchdogSec=1`.
+    let spec = ProcessSpec::new("agent", bins::agent()?)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000");
+    let mut agent = ServerProcess::start(spec, dir)?;
+    let receive = || -> Option<String> {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
+    };
+    let first = receive();
+    assert_eq!(
+        first.as_deref(),
+        Some("READY=1"),
+        "the first notification is readiness\n{}",
+        agent.log_tail(30)
+    );
+    assert!(
+        state.path().join("buffer").is_dir(),
+        "ready only once the buffer is open"
+    );
+    // Pinged at half the watchdog interval while sensors and forwarding move.
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        assert_eq!(receive().as_deref(), Some("WATCHDOG=1"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "four pings took {:?}",
+        started.elapsed()
+    );
+    agent.signal(libc::SIGTERM, "SIGTERM")?;
+    let mut rest = Vec::new();
+    while let Some(text) = receive() {
+        let stopping = text == "STOPPING=1";
+        rest.push(text);
+        if stopping {
+            break;
+        }
+    }
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{rest:?}"
+    );
+    let status = agent.wait_for_exit(Duration::from_secs(20))?;
+    assert!(status.success(), "agent exit {status}");
     Ok(())
 }
