@@ -50,6 +50,7 @@
 pub mod bins;
 pub mod certs;
 pub mod error;
+pub mod jwt;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mosquitto;
@@ -62,6 +63,7 @@ pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};
 pub use error::{HarnessError, Result};
+pub use jwt::JwtAuth;
 #[cfg(feature = "kafka")]
 pub use kafka::{Kafka, KafkaStorage};
 pub use mosquitto::Mosquitto;

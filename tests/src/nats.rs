@@ -23,6 +23,7 @@
 use crate::bins;
 use crate::certs::TlsFiles;
 use crate::error::{HarnessError, Result};
+use crate::jwt::JwtAuth;
 use crate::ports::{free_port, is_listening};
 use crate::process::{ProcessSpec, ServerProcess};
 use std::fmt::Write as _;
@@ -66,6 +67,9 @@ pub enum ClientAuth {
         /// The user's seed.
         seed: String,
     },
+    /// Decentralized JWT auth (operator mode): clients present the user's `.creds` file. A leaf
+    /// with this binds its link to the hub to the account.
+    Jwt(Box<JwtAuth>),
 }
 
 impl ClientAuth {
@@ -317,6 +321,11 @@ impl NatsServer {
             }
             Some(ClientAuth::Token(t)) => opts = opts.token(t.clone()),
             Some(ClientAuth::Nkey { seed }) => opts = opts.nkey(seed.clone()),
+            Some(ClientAuth::Jwt(auth)) => {
+                opts = opts
+                    .credentials(&auth.creds())
+                    .map_err(|e| HarnessError::io("using test credentials", Path::new("-"), e))?;
+            }
             None => {}
         }
         if let Some(tls) = &self.options.tls {
@@ -456,6 +465,7 @@ fn render_config(
                 "authorization {{\n  users = [ {{ nkey: {public:?} }} ]\n}}"
             );
         }
+        Some(ClientAuth::Jwt(auth)) => c.push_str(&auth.server_config()),
         None => {}
     }
     match role {
@@ -478,9 +488,14 @@ fn render_config(
         Role::Leaf { .. } => {
             // 2.9 parses `reconnect` as whole seconds only; 2.10+ wants a duration string.
             let reconnect = if version >= (2, 10, 0) { "\"1s\"" } else { "1" };
+            // In operator mode the link to the hub belongs to the account.
+            let account = match &options.auth {
+                Some(ClientAuth::Jwt(auth)) => format!(", account: {:?}", auth.account()),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 c,
-                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ url: {:?} }}\n  ]\n}}",
+                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ url: {:?}{account} }}\n  ]\n}}",
                 hub_url.unwrap_or_default()
             );
         }

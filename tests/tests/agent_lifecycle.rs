@@ -1,13 +1,14 @@
 //! The agent's connections and life cycle against real nats-server
 //! processes: a leaf that requires mutual TLS and a password (read from a
-//! file), a leaf that requires an nkey (seed from the environment), SIGHUP
+//! file), a leaf in operator mode that requires TLS and a `.creds` file, a
+//! leaf that requires an nkey (seed from the environment), SIGHUP
 //! reloading the sensor list without losing buffered data, and the systemd
 //! notify protocol (readiness, watchdog pings, stopping) on a real socket.
 
 use std::time::Duration;
 use tributary_tests::tributary::{agent_config, create_stream, start_agent, stream_envelopes};
 use tributary_tests::{
-    ClientAuth, Credentials, NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess,
+    ClientAuth, Credentials, JwtAuth, NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess,
     TestCerts, bins,
 };
 
@@ -84,6 +85,51 @@ async fn the_agent_delivers_through_a_leaf_that_requires_mutual_tls_and_a_passwo
     assert!(
         !agent.log().contains("s3cret-pass"),
         "the password never appears in the log"
+    );
+    let status = agent.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "agent exit {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_delivers_through_a_leaf_that_requires_tls_and_a_credentials_file() -> Result<()>
+{
+    let certs = TestCerts::generate()?;
+    let auth = JwtAuth::generate();
+    let seed = auth.user_seed().to_owned();
+    let hub = NatsServer::hub()?;
+    let leaf = NatsServer::leaf_with(
+        &hub,
+        NatsOptions {
+            tls: Some(certs.server_tls(false)),
+            auth: Some(ClientAuth::Jwt(Box::new(auth.clone()))),
+            ..NatsOptions::default()
+        },
+    )?;
+    create_stream(&hub).await?;
+    let state = tempfile::tempdir().expect("temp dir");
+    let creds = state.path().join("pi.creds");
+    std::fs::write(&creds, auth.creds()).expect("write creds");
+    let base = agent_config("pi-creds", &leaf, state.path(), ONE_SENSOR);
+    let config = base.replacen(
+        "[buffer]",
+        &format!(
+            "credentials_file = {creds:?}\n\n[nats.tls]\nca_file = {ca:?}\n\n[buffer]",
+            ca = certs.ca(),
+        ),
+        1,
+    );
+    let mut agent = start_agent(&config)?;
+    let arrived = wait_for_sensor(&hub, "first").await?;
+    assert!(
+        arrived,
+        "nothing arrived through the operator-mode TLS leaf:\n{}\n--- leaf\n{}",
+        agent.log_tail(40),
+        leaf.log_tail(20)
+    );
+    assert!(
+        !agent.log().contains(&seed),
+        "the seed never appears in the log"
     );
     let status = agent.terminate(Duration::from_secs(20))?;
     assert!(status.success(), "agent exit {status}");
