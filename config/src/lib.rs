@@ -10,6 +10,8 @@
 pub mod agent;
 mod error;
 mod nats;
+#[cfg(feature = "client")]
+pub mod nats_client;
 mod sensors;
 mod types;
 pub mod uplink;
