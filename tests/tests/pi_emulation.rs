@@ -11,8 +11,8 @@
 //! `arm1176` has no ARMv7 instructions: an ARMv6 build that used one dies with SIGILL here.
 //!
 //! These tests are `#[ignore]`d because they need `cross/build.sh`'s output (in
-//! `$TRIBUTARY_DIST`, default `target/cross`) and `qemu-user-static`; CI runs them with
-//! `cargo test -p tributary-tests --test pi_emulation -- --ignored`.
+//! `$TRIBUTARY_DIST`, default `target/cross`) and `qemu-user-static`; `make test-pi`
+//! (part of `make test`, so CI) builds them and runs these tests with `-- --ignored`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,8 +4,8 @@
 //! configuration loader — the agent's also with every commented example uncommented — and
 //! the example leafnode config passes `nats-server -t`.
 //!
-//! Package checks (`#[ignore]`d: they need the output of `cross/build.sh`; CI runs them with
-//! `cargo test -p tributary-tests --test pi_package -- --ignored`): every `.deb` in
+//! Package checks (`#[ignore]`d: they need the output of `cross/build.sh`; `make test-pi`, part
+//! of `make test` and so of CI, builds it and runs them with `-- --ignored`): every `.deb` in
 //! `$TRIBUTARY_DIST/deb` (default `target/cross/deb`) holds the systemd unit, declares its
 //! conffile, carries maintainer scripts that create the service user, and its binary is an
 //! ELF for the package's architecture (the agent's static, without an interpreter).
