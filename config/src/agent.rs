@@ -247,17 +247,31 @@ impl Default for MqttBroker {
 }
 
 /// The `[metrics]` table.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     /// Address of the Prometheus text endpoint, such as `"127.0.0.1:9464"`.
     /// Absent: no endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    /// Watchdog: systemd is pinged only while sensors and forwarding made
-    /// progress within this long. Default `"60s"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stall_after: Option<NonZeroDuration>,
+    /// Watchdog: systemd is pinged only while the batcher and the forwarder
+    /// each made progress within this long; must be longer than
+    /// `buffer.flush_interval` and `forward.backoff_max`. Default `"60s"`.
+    #[serde(default = "default_stall_after")]
+    pub stall_after: NonZeroDuration,
+}
+
+fn default_stall_after() -> NonZeroDuration {
+    NonZeroDuration::from_secs(60)
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: None,
+            stall_after: default_stall_after(),
+        }
+    }
 }
 
 /// Default message-size cap of the hub's NATS server (1 MiB).
@@ -290,6 +304,16 @@ impl Validate for AgentConfig {
         self.nats.validate()?;
         tributary_wire::subject::validate_prefix(&self.forward.subject_prefix)
             .map_err(|e| ValidationError::new("forward.subject_prefix", None, e.to_string()))?;
+        if self.metrics.stall_after <= self.forward.backoff_max
+            || self.metrics.stall_after <= self.buffer.flush_interval
+        {
+            return Err(ValidationError::new(
+                "metrics.stall_after",
+                None,
+                "must be longer than forward.backoff_max and buffer.flush_interval, or a hub \
+                 that is away (or a slow flush) would look like a stall to the watchdog",
+            ));
+        }
         if self.forward.backoff_initial > self.forward.backoff_max {
             return Err(ValidationError::new(
                 "forward.backoff_initial",

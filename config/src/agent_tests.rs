@@ -28,7 +28,17 @@ fn a_minimal_config_needs_only_the_device_and_gets_working_defaults() {
     assert_eq!(c.buffer.max_size.as_u64(), 64 * 1024 * 1024);
     assert_eq!(c.buffer_dir(), Path::new("/var/lib/tributary/buffer"));
     assert_eq!(c.forward.subject_prefix, "tributary");
+    assert_eq!(c.metrics.stall_after.get(), Duration::from_secs(60));
     assert!(c.sensors.is_empty());
+}
+
+#[test]
+fn a_watchdog_stall_window_shorter_than_the_longest_backoff_is_refused() {
+    let (key, _, msg) = invalid(
+        "[agent]\ndevice = \"d\"\n[forward]\nbackoff_max = \"2min\"\n[metrics]\nstall_after = \"1min\"\n",
+    );
+    assert_eq!(key, "metrics.stall_after");
+    assert!(msg.contains("forward.backoff_max"), "{msg}");
 }
 
 #[test]
