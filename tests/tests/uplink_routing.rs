@@ -100,7 +100,6 @@ topic = "doors"
     assert_eq!(doors[0].reading().unwrap().device, "pi-7");
 }
 
-#[ignore = "fails on its last check: acked 5 of 6 with nothing in flight; the dead letters themselves arrive (issue 4)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_go_to_the_dead_letter_topic_with_reasons_and_the_rest_flows_on() {
     let hub = NatsServer::hub().unwrap();
@@ -169,16 +168,22 @@ topic = "by-device.{1}"
     let u = by_subject("tributary.Zigbee:0x1.routed");
     assert!(reason(u).starts_with("unroutable"), "{}", reason(u));
 
-    // Everything was acknowledged: nothing is pending or in flight.
-    support::eventually(WAIT, "all messages acked", || {
+    // Every one of the five messages (two good, three dead letters) was
+    // acknowledged: nothing is pending or in flight.
+    support::eventually(WAIT, "all five messages acked", || {
         let (acked, in_flight) = (
             uplink.metric("tributary_uplink_acked_total"),
             uplink.metric("tributary_uplink_in_flight"),
         );
         eprintln!("acked {acked:?}, in flight {in_flight:?}");
-        acked >= Some(6.0) && in_flight == Some(0.0)
+        acked == Some(5.0) && in_flight == Some(0.0)
     })
     .await;
+    assert_eq!(uplink.metric("tributary_uplink_naked_total"), Some(0.0));
+    assert_eq!(
+        uplink.metric("tributary_uplink_terminated_total"),
+        Some(0.0)
+    );
     assert_eq!(
         uplink.metric("tributary_uplink_dead_lettered_total{reason=\"oversized\"}"),
         Some(1.0)
