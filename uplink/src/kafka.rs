@@ -118,9 +118,19 @@ fn base_config(k: &KafkaSection) -> ClientConfig {
 
 /// The producer's configuration: idempotent, acks=all, the Java client's
 /// partitioner, batching and compression from the config, then the user's
-/// pass-through properties. `exactly_once` makes writes retry forever and
-/// turns gaps into fatal errors, so that a partition always holds a prefix
-/// of what was sent to it.
+/// pass-through properties. `exactly_once` turns gaps into fatal errors, so
+/// that a partition always holds a prefix of what was sent to it.
+///
+/// librdkafka never times a message out (`message.timeout.ms = 0`), in
+/// either mode: when an idempotent producer's messages time out, librdkafka
+/// bumps the producer epoch *locally* and goes on with the same producer id
+/// and sequence 0. Kafka accepts that (KIP-360); tansu 0.6.0 does not: its
+/// memory storage answers `ProducerFenced` to every later write, and its
+/// sqlite storage panics in its storage task and then fails every request
+/// until restarted. At-least-once mode enforces `kafka.delivery_timeout`
+/// itself instead (see [`crate::pipeline`]): a write not confirmed in time
+/// ends the session, and the next one uses a new producer (a new producer
+/// id, which every broker accepts).
 pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
@@ -143,14 +153,9 @@ pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
             .to_string(),
     );
     c.set("queue.buffering.max.kbytes", "262144");
+    c.set("message.timeout.ms", "0");
     if exactly_once {
-        c.set("message.timeout.ms", "0");
         c.set("enable.gapless.guarantee", "true");
-    } else {
-        c.set(
-            "message.timeout.ms",
-            k.delivery_timeout.get().as_millis().to_string(),
-        );
     }
     for (key, value) in &k.properties {
         c.set(key, value);
