@@ -330,6 +330,10 @@ pub fn last_header(
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("enable.partition.eof", "true");
+    // The end shows as an empty fetch; do not let the broker hold it for
+    // the default 500 ms (this read delays the first write to the
+    // partition).
+    c.set("fetch.wait.max.ms", "10");
     c.set("socket.timeout.ms", "5000");
     let consumer: BaseConsumer = c.create().map_err(KafkaSetupError::Config)?;
     let (low, listed_high) = consumer
