@@ -103,7 +103,7 @@ impl Kafka {
             if !is_listening(port) {
                 return Err(format!("port {port} not accepting"));
             }
-            let consumer = base_consumer(&bootstrap).map_err(|e| e.to_string())?;
+            let consumer = base_consumer(&bootstrap, false).map_err(|e| e.to_string())?;
             consumer
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(|_| true)
@@ -157,7 +157,7 @@ impl Kafka {
                 });
             }
         }
-        let consumer = base_consumer(&self.bootstrap())?;
+        let consumer = base_consumer(&self.bootstrap(), false)?;
         let start = Instant::now();
         loop {
             let found = consumer
@@ -202,10 +202,12 @@ impl Kafka {
 
 crate::process::delegate_process_methods!(Kafka);
 
-/// A consumer without a group (tansu's groups hang), for metadata and `assign`.
-pub(crate) fn base_consumer(bootstrap: &str) -> Result<BaseConsumer> {
+/// A consumer without a group (tansu's groups hang), for metadata and `assign`. With `eof`,
+/// `poll` reports reaching the end of a partition (`KafkaError::PartitionEOF`).
+pub(crate) fn base_consumer(bootstrap: &str, eof: bool) -> Result<BaseConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
         // librdkafka refuses `assign` without a group id ("Unknown group");
         // no group is joined and nothing is committed.
         .set("group.id", "tributary-tests-reader")

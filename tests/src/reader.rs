@@ -17,6 +17,7 @@
 use crate::error::{HarnessError, Result};
 use crate::kafka::base_consumer;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -96,68 +97,55 @@ impl KafkaReader {
     /// arrival; within a partition by offset. Waits for the topic to exist.
     pub fn read_until(&self, topic: &str, count: usize, timeout: Duration) -> Result<Vec<Record>> {
         let start = Instant::now();
-        let consumer = self.assigned(topic, timeout)?;
+        let consumer = self.assigned(topic, timeout, false)?;
         let mut records = Vec::new();
+        let mut transient = Transient::default();
         while records.len() < count {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(HarnessError::TooFewRecords {
-                    topic: topic.to_owned(),
-                    want: count,
-                    got: records.len(),
-                    waited: timeout,
-                });
+                return Err(transient.too_few(topic, count, records.len(), timeout));
             }
             poll_one(
                 &consumer,
                 left.min(Duration::from_millis(200)),
                 &mut records,
+                &mut transient,
             )?;
         }
         Ok(records)
     }
 
-    /// Reads everything `topic` holds right now: all records up to each partition's high
-    /// watermark at the time of the call. Use it to assert exact contents (no duplicates,
-    /// nothing extra) once the pipeline has gone quiet.
+    /// Reads everything `topic` holds right now: every partition up to its end as a fetch
+    /// reports it (librdkafka's partition-EOF event). Use it to assert exact contents (no
+    /// duplicates, nothing extra) once the pipeline has gone quiet.
+    ///
+    /// It does not use `ListOffsets` (`fetch_watermarks`): tansu 0.6.0's memory storage
+    /// answers it with the base offset of the most recently written batch plus one, which
+    /// cuts off the rest of that batch.
     pub fn read_all(&self, topic: &str, timeout: Duration) -> Result<Vec<Record>> {
         let start = Instant::now();
-        let consumer = self.assigned(topic, timeout)?;
-        let partitions = partitions_of(&consumer, topic)?;
-        let mut high = Vec::with_capacity(partitions.len());
-        for p in &partitions {
-            let (_, h) = consumer
-                .fetch_watermarks(topic, *p, Duration::from_secs(5))
-                .map_err(|e| HarnessError::kafka(format!("watermarks of {topic}/{p}"), e))?;
-            high.push((*p, h));
-        }
-        let want: i64 = high.iter().map(|(_, h)| h).sum();
+        let consumer = self.assigned(topic, timeout, true)?;
+        let mut transient = Transient::default();
+        let partitions = retry(start, timeout, &mut transient, || {
+            partitions_of(&consumer, topic)
+        })?;
+        let mut at_end = std::collections::BTreeSet::new();
         let mut records = Vec::new();
-        let done = |records: &[Record]| {
-            high.iter().all(|(p, h)| {
-                *h == 0
-                    || records
-                        .iter()
-                        .any(|r| r.partition == *p && r.offset + 1 >= *h)
-            })
-        };
-        while !done(&records) {
+        while at_end.len() < partitions.len() {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(HarnessError::TooFewRecords {
-                    topic: topic.to_owned(),
-                    want: usize::try_from(want).unwrap_or(usize::MAX),
-                    got: records.len(),
-                    waited: timeout,
-                });
+                // How many records the topic holds is unknown: "one more than read".
+                return Err(transient.too_few(topic, records.len() + 1, records.len(), timeout));
             }
-            poll_one(
+            if let Some(p) = poll_one(
                 &consumer,
                 left.min(Duration::from_millis(200)),
                 &mut records,
-            )?;
+                &mut transient,
+            )? {
+                at_end.insert(p);
+            }
         }
-        records.retain(|r| high.iter().any(|(p, h)| r.partition == *p && r.offset < *h));
         Ok(records)
     }
 
@@ -188,9 +176,9 @@ impl KafkaReader {
     }
 
     /// A consumer with every partition of `topic` assigned from the beginning; waits up to
-    /// `timeout` for the topic to exist.
-    fn assigned(&self, topic: &str, timeout: Duration) -> Result<BaseConsumer> {
-        let consumer = base_consumer(&self.bootstrap)?;
+    /// `timeout` for the topic to exist. `eof`: report each partition's end.
+    fn assigned(&self, topic: &str, timeout: Duration, eof: bool) -> Result<BaseConsumer> {
+        let consumer = base_consumer(&self.bootstrap, eof)?;
         let start = Instant::now();
         let partitions = loop {
             match partitions_of(&consumer, topic) {
@@ -233,10 +221,106 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
         .collect())
 }
 
-fn poll_one(consumer: &BaseConsumer, wait: Duration, records: &mut Vec<Record>) -> Result<()> {
+/// The errors a read rode out. Right after a broker restart librdkafka
+/// reports `AllBrokersDown` or transport failures while it reconnects by
+/// itself; a reader with time left keeps going, and only when its deadline
+/// passes does the last such error become the answer.
+#[derive(Debug, Default)]
+struct Transient {
+    last: Option<HarnessError>,
+    count: usize,
+}
+
+impl Transient {
+    fn note(&mut self, e: HarnessError) {
+        self.count += 1;
+        // Say so once, and then every 50th time: a reconnecting client
+        // repeats itself.
+        if self.count == 1 || self.count % 50 == 0 {
+            eprintln!(
+                "KafkaReader: riding out a transient error ({} so far): {e}",
+                self.count
+            );
+        }
+        self.last = Some(e);
+    }
+
+    /// The error to return at the deadline: the last transient error if
+    /// there was one, since it is the likely reason; else `TooFewRecords`.
+    fn too_few(self, topic: &str, want: usize, got: usize, waited: Duration) -> HarnessError {
+        match self.last {
+            Some(HarnessError::Kafka { what, source }) => HarnessError::Kafka {
+                what: format!(
+                    "reading {topic} ({got} of {want} records within {waited:?}, \
+                     {} transient errors; the last while {what})",
+                    self.count
+                ),
+                source,
+            },
+            Some(other) => other,
+            None => HarnessError::TooFewRecords {
+                topic: topic.to_owned(),
+                want,
+                got,
+                waited,
+            },
+        }
+    }
+}
+
+/// Runs `f` until it succeeds or `timeout` (counted from `start`) passes,
+/// pausing briefly after each failure.
+fn retry<T>(
+    start: Instant,
+    timeout: Duration,
+    transient: &mut Transient,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() < timeout => {
+                transient.note(e);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a consumer error means the read cannot succeed however long it
+/// waits (everything else, such as `AllBrokersDown` while a broker
+/// restarts, is ridden out).
+fn fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::InvalidConfig
+            )
+        )
+}
+
+/// Polls once: a record goes into `records`; `Some(partition)` when that partition's end
+/// was reached (only with an `eof` consumer).
+fn poll_one(
+    consumer: &BaseConsumer,
+    wait: Duration,
+    records: &mut Vec<Record>,
+    transient: &mut Transient,
+) -> Result<Option<i32>> {
     match consumer.poll(wait) {
-        None => Ok(()),
-        Some(Err(e)) => Err(HarnessError::kafka("fetching records", e)),
+        None => Ok(None),
+        Some(Err(KafkaError::PartitionEOF(p))) => Ok(Some(p)),
+        Some(Err(e)) if fatal(&e) => Err(HarnessError::kafka("fetching records", e)),
+        Some(Err(e)) => {
+            transient.note(HarnessError::kafka("fetching records", e));
+            Ok(None)
+        }
         Some(Ok(m)) => {
             let headers = m
                 .headers()
@@ -254,7 +338,7 @@ fn poll_one(consumer: &BaseConsumer, wait: Duration, records: &mut Vec<Record>) 
                 headers,
                 timestamp_ms: m.timestamp().to_millis(),
             });
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -23,7 +23,6 @@ impl Rng {
     }
 }
 
-#[ignore = "fails: 31 of 3,000 readings duplicated after repeated SIGKILLs; exactly-once mode not correct yet (issue 4)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkills_leave_every_reading_in_kafka_exactly_once() {
     let hub = NatsServer::hub().unwrap();

@@ -10,7 +10,6 @@ use tributary_tests::{Kafka, KafkaReader, NatsServer};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-#[ignore = "fails: the consumed counter of one uplink is missing from its metrics; not diagnosed yet (issue 4)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_uplinks_sharing_a_durable_consumer_split_the_load_without_loss() {
     let hub = NatsServer::hub().unwrap();

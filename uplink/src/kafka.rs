@@ -118,9 +118,19 @@ fn base_config(k: &KafkaSection) -> ClientConfig {
 
 /// The producer's configuration: idempotent, acks=all, the Java client's
 /// partitioner, batching and compression from the config, then the user's
-/// pass-through properties. `exactly_once` makes writes retry forever and
-/// turns gaps into fatal errors, so that a partition always holds a prefix
-/// of what was sent to it.
+/// pass-through properties. `exactly_once` turns gaps into fatal errors, so
+/// that a partition always holds a prefix of what was sent to it.
+///
+/// librdkafka never times a message out (`message.timeout.ms = 0`), in
+/// either mode: when an idempotent producer's messages time out, librdkafka
+/// bumps the producer epoch *locally* and goes on with the same producer id
+/// and sequence 0. Kafka accepts that (KIP-360); tansu 0.6.0 does not: its
+/// memory storage answers `ProducerFenced` to every later write, and its
+/// sqlite storage panics in its storage task and then fails every request
+/// until restarted. At-least-once mode enforces `kafka.delivery_timeout`
+/// itself instead (see [`crate::pipeline`]): a write not confirmed in time
+/// ends the session, and the next one uses a new producer (a new producer
+/// id, which every broker accepts).
 pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
@@ -143,14 +153,9 @@ pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
             .to_string(),
     );
     c.set("queue.buffering.max.kbytes", "262144");
+    c.set("message.timeout.ms", "0");
     if exactly_once {
-        c.set("message.timeout.ms", "0");
         c.set("enable.gapless.guarantee", "true");
-    } else {
-        c.set(
-            "message.timeout.ms",
-            k.delivery_timeout.get().as_millis().to_string(),
-        );
     }
     for (key, value) in &k.properties {
         c.set(key, value);
@@ -298,6 +303,17 @@ pub fn probe(config: &KafkaSection) -> Result<(), KafkaSetupError> {
 
 /// The value of header `name` of the last record of `topic`/`partition`,
 /// `Ok(None)` when the partition is empty or the record lacks the header.
+///
+/// The end of the partition is where a fetch says it is (the consumer's
+/// partition-EOF event, which comes from the fetch response's high
+/// watermark), never the `ListOffsets` answer alone: tansu 0.6.0's memory
+/// storage answers `ListOffsets(latest)` with the base offset of the most
+/// recently written *batch* plus one, which is below the true end whenever
+/// that batch holds more than one record. Reading at "high watermark - 1"
+/// then finds a record in the middle of the last batch, and exactly-once
+/// resends the rest of that batch (the duplicates its SIGKILL test found).
+/// That answer is still a lower bound of the end, so reading starts one
+/// before it and goes forward to the end.
 pub fn last_header(
     config: &KafkaSection,
     topic: &str,
@@ -309,31 +325,49 @@ pub fn last_header(
         partition,
         reason,
     };
-    let consumer = metadata_consumer(config)?;
-    let (low, high) = consumer
+    let mut c = base_config(config);
+    c.set("group.id", "tributary-uplink-tail");
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("enable.partition.eof", "true");
+    // The end shows as an empty fetch; do not let the broker hold it for
+    // the default 500 ms (this read delays the first write to the
+    // partition).
+    c.set("fetch.wait.max.ms", "10");
+    c.set("socket.timeout.ms", "5000");
+    let consumer: BaseConsumer = c.create().map_err(KafkaSetupError::Config)?;
+    let (low, listed_high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map_err(|e| fail(format!("watermarks: {e}")))?;
-    if high <= low {
-        return Ok(None);
-    }
+    let start = (listed_high - 1).max(low).max(0);
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(high - 1))
+    list.add_partition_offset(topic, partition, Offset::Offset(start))
         .map_err(|e| fail(e.to_string()))?;
     consumer.assign(&list).map_err(|e| fail(e.to_string()))?;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
+    // The header of the last record read so far: `None` before any record.
+    let mut last: Option<Option<Vec<u8>>> = None;
+    let start_time = Instant::now();
+    while start_time.elapsed() < Duration::from_secs(30) {
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                debug!(
+                    topic,
+                    partition, start, listed_high, "read to the end of the partition"
+                );
+                return Ok(last.flatten());
+            }
             Some(Err(e)) => return Err(fail(e.to_string())),
-            Some(Ok(m)) if m.offset() >= high - 1 => {
-                return Ok(m.headers().and_then(|hs| {
+            Some(Ok(m)) => {
+                last = Some(m.headers().and_then(|hs| {
                     hs.iter()
                         .find(|h| h.key == name)
                         .and_then(|h| h.value.map(<[u8]>::to_vec))
                 }));
             }
-            Some(Ok(_)) => {}
         }
     }
-    Err(fail(format!("no record at offset {} within 30s", high - 1)))
+    Err(fail(format!(
+        "did not reach the end of the partition from offset {start} within 30s"
+    )))
 }

@@ -190,13 +190,14 @@ async fn serve(
                     "the drain session failed; starting a new one (exactly-once: from what Kafka holds)"
                 );
                 // Stop the old producer for good before reading what Kafka
-                // holds: nothing it queued may land after that.
-                let p = producer.clone();
+                // holds: nothing it queued may land after that. Purging
+                // and destroying it block (librdkafka joins its threads),
+                // so not on a runtime worker.
                 let _ = tokio::task::spawn_blocking(move || {
-                    p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                    drop(producer);
                 })
                 .await;
-                drop(producer);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(config.consumer.nak_delay.get()) => {}

@@ -205,13 +205,12 @@ pub async fn serve(
             };
             let (metrics, health) = (metrics.clone(), health.clone());
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let req = String::from_utf8_lossy(&buf[..n]);
+                let Ok(Some(head)) =
+                    tokio::time::timeout(Duration::from_secs(5), read_head(&mut sock)).await
+                else {
+                    return;
+                };
+                let req = String::from_utf8_lossy(&head);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = match path {
                     "/metrics" => ("200 OK", metrics.render(&health)),
@@ -241,6 +240,33 @@ pub async fn serve(
     }))
 }
 
+/// Largest request head the endpoint reads.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Reads a request head up to its blank line. A client may send the
+/// request line in several TCP segments (a `write!` does one write per
+/// formatted piece), so a single `read` can return just `GET `: answering
+/// that would serve a 404 for a good request, and closing with the rest
+/// unread makes the kernel reset the connection. `None` when the peer
+/// closes first or the head exceeds [`MAX_HEAD`].
+async fn read_head(sock: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = sock.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Some(head);
+        }
+        if head.len() > MAX_HEAD {
+            return None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +292,22 @@ mod tests {
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await
             .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Sends the request the way `write!` on a socket does: one write per
+    /// formatted piece, here with pauses so they arrive as separate reads.
+    async fn get_in_pieces(port: u16, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        for piece in ["GET ", path, " HTTP/1.1\r\nHost: x\r\n", "\r\n"] {
+            s.write_all(piece.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -309,6 +351,12 @@ mod tests {
             "{r}"
         );
         assert!(get(port, "/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            get_in_pieces(port, "/metrics")
+                .await
+                .contains("tributary_uplink_acked_total 0"),
+            "a request split across segments is still answered"
+        );
         stop.cancel();
         task.await.unwrap();
     }

@@ -7,6 +7,12 @@
 //! the in-flight window fills and pulling stops; failed writes are nak'ed
 //! with `consumer.nak_delay` (at-least-once) or end the session
 //! (exactly-once, where writes never time out).
+//!
+//! At-least-once, a message whose writes Kafka has not confirmed within
+//! `kafka.delivery_timeout` is nak'ed and ends the session, so that the
+//! producer holding the stuck writes is purged and replaced by a new one.
+//! librdkafka itself never times writes out (see
+//! [`producer_config`](crate::kafka::producer_config) for why).
 
 use crate::exactly_once::{HighWater, Origin, owns};
 use crate::health::Health;
@@ -49,6 +55,10 @@ struct Completed {
     dead_letter: bool,
     results: Vec<Result<(), KafkaError>>,
     started: Instant,
+    /// Kafka did not confirm every write within `kafka.delivery_timeout`
+    /// (at-least-once only); the unconfirmed ones are still queued in the
+    /// producer.
+    stalled: bool,
 }
 
 /// One drain session: a producer, a consumer and their bookkeeping.
@@ -183,7 +193,11 @@ impl Session<'_> {
                 Ok(Some(done)) => {
                     if let Err(why) = self.complete(done, &mut inflight).await {
                         warn!(why, "a write failed while draining");
-                        break;
+                        if self.high_water.is_some() {
+                            break;
+                        }
+                        // At-least-once: the failed message was nak'ed;
+                        // the others still get their answers.
                     }
                 }
                 Ok(None) => break,
@@ -389,13 +403,28 @@ impl Session<'_> {
             return Ok(Dispatch::Answer(Box::new(msg), AckKind::Ack));
         }
         self.metrics.in_flight.fetch_add(1, Relaxed);
+        // Exactly-once writes wait for as long as it takes.
+        let deadline = self.high_water.is_none().then(|| {
+            tokio::time::Instant::from_std(started) + self.config.kafka.delivery_timeout.get()
+        });
         Ok(Dispatch::Pending(Box::pin(async move {
             let mut results = Vec::with_capacity(deliveries.len());
+            let mut stalled = false;
             for d in deliveries {
-                results.push(match d.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e),
-                    Err(_) => Err(KafkaError::Canceled),
+                let outcome = match deadline {
+                    Some(at) => tokio::time::timeout_at(at, d).await.ok(),
+                    None => Some(d.await),
+                };
+                results.push(match outcome {
+                    Some(Ok(Ok(_))) => Ok(()),
+                    Some(Ok(Err((e, _)))) => Err(e),
+                    Some(Err(_)) => Err(KafkaError::Canceled),
+                    None => {
+                        stalled = true;
+                        Err(KafkaError::MessageProduction(
+                            RDKafkaErrorCode::MessageTimedOut,
+                        ))
+                    }
                 });
             }
             Completed {
@@ -404,6 +433,7 @@ impl Session<'_> {
                 dead_letter,
                 results,
                 started,
+                stalled,
             }
         })))
     }
@@ -429,6 +459,19 @@ impl Session<'_> {
             return Err(format!(
                 "a Kafka write of stream sequence {} failed: {err}",
                 done.seq
+            ));
+        }
+        if done.stalled {
+            // The producer still holds the unconfirmed writes; it would
+            // send them whenever Kafka answers, and cannot be told not to
+            // without purging it. Replace it, and have JetStream redeliver
+            // the message.
+            self.health.kafka_down();
+            self.answer(&done.msg, self.nak()).await;
+            return Err(format!(
+                "Kafka did not confirm the writes of stream sequence {} within {:?}; replacing the producer",
+                done.seq,
+                self.config.kafka.delivery_timeout.get()
             ));
         }
         if fatal(&err) {

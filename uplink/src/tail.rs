@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -97,6 +97,10 @@ pub fn tail(
         .set("group.id", "tributary-uplink-tail")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // A partition's end is where a fetch says it is: tansu 0.6.0's
+        // memory storage answers ListOffsets(latest) with the base offset
+        // of its last batch plus one, short of the batch's other records.
+        .set("enable.partition.eof", "true")
         .set_log_level(RDKafkaLogLevel::Error);
     for (k, v) in &opts.properties {
         cfg.set(k, v);
@@ -114,7 +118,8 @@ pub fn tail(
     }
     let back = i64::try_from(opts.limit.unwrap_or(10)).unwrap_or(i64::MAX);
     let mut list = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    // Partitions not read to their end yet (without `follow`, the end of the run).
+    let mut ends = HashSet::new();
     for p in &partitions {
         let (low, high) = consumer.fetch_watermarks(&opts.topic, *p, Duration::from_secs(10))?;
         let start = if opts.from_beginning {
@@ -124,7 +129,7 @@ pub fn tail(
         };
         list.add_partition_offset(&opts.topic, *p, Offset::Offset(start))?;
         if high > start {
-            ends.insert(*p, high);
+            ends.insert(*p);
         }
     }
     consumer.assign(&list)?;
@@ -142,13 +147,14 @@ pub fn tail(
             continue;
         };
         idle_since = Instant::now();
-        let m = m?;
-        if ends
-            .get(&m.partition())
-            .is_some_and(|h| m.offset() + 1 >= *h)
-        {
-            ends.remove(&m.partition());
-        }
+        let m = match m {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                ends.remove(&p);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let payload = m.payload().unwrap_or_default();
         let line = match serde_json::from_slice::<JsonReading>(payload) {
             Ok(r) => {

@@ -188,6 +188,35 @@ pub fn id_counts(records: &[Record]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Reads `topic` again and again until it holds `want` distinct reading
+/// ids or `timeout` passes, and returns how often each id occurs. For
+/// at-least-once runs, where resends may duplicate records, so that a
+/// record count says nothing about which readings arrived.
+pub async fn distinct_readings(
+    reader: &tributary_tests::KafkaReader,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> BTreeMap<String, usize> {
+    let start = Instant::now();
+    let mut counts = BTreeMap::new();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            eprintln!("{topic}: {} of {want} distinct readings", counts.len());
+            return counts;
+        }
+        match reader.read_all_async(topic, left).await {
+            Ok(records) => counts = id_counts(&records),
+            Err(e) => eprintln!("reading {topic} failed, trying again: {e}"),
+        }
+        if counts.len() >= want {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Polls `f` until it is true or `timeout` passes.
 pub async fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
