@@ -447,6 +447,11 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "partitioner",
     "max.in.flight.requests.per.connection",
     "enable.gapless.guarantee",
+    // The uplink applies `kafka.delivery_timeout` itself and replaces the
+    // producer; a librdkafka timeout would bump the idempotent producer's
+    // epoch, which tansu cannot handle (see the README).
+    "message.timeout.ms",
+    "delivery.timeout.ms",
 ];
 
 /// One token of a parsed subject pattern.

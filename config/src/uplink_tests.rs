@@ -108,6 +108,11 @@ fn reserved_kafka_properties_are_refused_by_name() {
         key_of("[kafka.properties]\npartitioner = \"random\"\n"),
         "kafka.properties.partitioner"
     );
+    assert_eq!(
+        key_of("[kafka.properties]\n\"message.timeout.ms\" = \"30000\"\n"),
+        "kafka.properties.message.timeout.ms",
+        "the uplink times deliveries out itself"
+    );
 }
 
 #[test]
