@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Renders every counter in the Prometheus text format.
@@ -137,10 +137,8 @@ pub async fn serve(
                 }
             },
         };
-        let mut buf = [0u8; 1024];
-        let read = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await;
-        let Ok(Ok(n)) = read else { continue };
-        let request = String::from_utf8_lossy(&buf[..n]);
+        let read = tokio::time::timeout(Duration::from_secs(2), request_line(&mut conn)).await;
+        let Ok(Ok(request)) = read else { continue };
         let (status, body) = if request.starts_with("GET /metrics") {
             ("200 OK", render(&stats))
         } else {
@@ -153,6 +151,21 @@ pub async fn serve(
         let _ =
             tokio::time::timeout(Duration::from_secs(2), conn.write_all(response.as_bytes())).await;
     }
+}
+
+/// The request line, returned once the whole request head (up to its blank
+/// line, at most 8 KiB) arrived. Clients may send it in several segments, so
+/// one `read` could see only `GET `; answering then would be wrong, and
+/// closing with request bytes unread makes the kernel reset the connection.
+async fn request_line(conn: &mut TcpStream) -> std::io::Result<String> {
+    let mut head = BufReader::new(conn).take(8 * 1024);
+    let mut first = String::new();
+    head.read_line(&mut first).await?;
+    let mut line = String::new();
+    while head.read_line(&mut line).await? > 0 && !line.trim_end().is_empty() {
+        line.clear();
+    }
+    Ok(first)
 }
 
 #[cfg(test)]
@@ -182,7 +195,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_endpoint_answers_get_metrics_over_real_tcp() {
+    async fn the_endpoint_answers_get_metrics_sent_in_pieces_over_real_tcp() {
         let stats = Arc::new(AgentStats::default());
         stats.acked_messages.store(3, Relaxed);
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -193,9 +206,12 @@ mod tests {
         let mut body = String::new();
         for _ in 0..50 {
             if let Ok(mut c) = tokio::net::TcpStream::connect(addr).await {
-                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .await
-                    .unwrap();
+                // In pieces, as `write!` on a socket sends it.
+                for piece in ["GET ", "/metrics", " HTTP/1.1\r\n", "Host: x\r\n\r\n"] {
+                    c.write_all(piece.as_bytes()).await.unwrap();
+                    c.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 c.read_to_string(&mut body).await.unwrap();
                 break;
             }
