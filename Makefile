@@ -31,6 +31,8 @@ test-host: deps
 # CPU and deliver into Kafka, and the packages are inspected.
 test-pi: deps
 	cargo build --workspace --bins
+	@# A cache dir that is a symlink into a workspace gone since: start afresh.
+	@if [ -L "$(CROSS_TARGET_DIR)" ] && [ ! -e "$(CROSS_TARGET_DIR)" ]; then rm "$(CROSS_TARGET_DIR)"; fi
 	CARGO_TARGET_DIR=$(CROSS_TARGET_DIR) TRIBUTARY_DIST=$(TRIBUTARY_DIST) cross/build.sh --skip-setup
 	TRIBUTARY_DIST=$(TRIBUTARY_DIST) cargo test -p tributary-tests \
 		--test pi_emulation --test pi_package -- --ignored

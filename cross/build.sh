@@ -129,6 +129,9 @@ fi
 if [ "$uplink" = 1 ]; then
     # librdkafka through cmake (cross-aware, uses zig via CC_<target>);
     # OpenSSL built from source so the binary needs no libssl of the host.
+    # cmake-cross.sh keeps librdkafka from linking the build host's libcurl
+    # and Cyrus SASL (see that file).
+    export CMAKE="$ROOT/cross/cmake-cross.sh"
     for triple in x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu; do
         build tributary-uplink "$triple" .2.28 stable \
             --features rdkafka/cmake-build,rdkafka/ssl-vendored,rdkafka/libz-static

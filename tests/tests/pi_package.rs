@@ -350,6 +350,20 @@ fn every_agent_package_holds_unit_conffile_and_a_static_binary_for_its_architect
 }
 
 #[test]
+#[ignore = "needs the binaries of cross/build.sh"]
+fn the_static_aarch64_agent_is_at_most_4_mb_stripped() {
+    let bin = dist().join("aarch64-unknown-linux-musl/tributary-agent");
+    let size = std::fs::metadata(&bin)
+        .unwrap_or_else(|e| panic!("{}: {e}; run cross/build.sh first", bin.display()))
+        .len();
+    assert!(
+        size <= 4_000_000,
+        "{} is {size} bytes, over the 4 MB goal",
+        bin.display()
+    );
+}
+
+#[test]
 #[ignore = "needs the packages of cross/build.sh"]
 fn every_uplink_package_holds_unit_conffile_and_a_binary_for_its_architecture() {
     let debs = packages("tributary-uplink_");
