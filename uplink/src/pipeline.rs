@@ -410,9 +410,18 @@ impl Session<'_> {
         Ok(Dispatch::Pending(Box::pin(async move {
             let mut results = Vec::with_capacity(deliveries.len());
             let mut stalled = false;
-            for d in deliveries {
-                let outcome = match deadline {
-                    Some(at) => tokio::time::timeout_at(at, d).await.ok(),
+            // One timer for the whole message, not one per record: after
+            // the deadline, a delivery that is not already in counts as
+            // stalled (as `timeout_at` would have it).
+            let timer = deadline.map(tokio::time::sleep_until);
+            tokio::pin!(timer);
+            for mut d in deliveries {
+                let outcome = match timer.as_mut().as_pin_mut() {
+                    Some(mut sleep) => tokio::select! {
+                        biased;
+                        r = &mut d => Some(r),
+                        () = &mut sleep => None,
+                    },
                     None => Some(d.await),
                 };
                 results.push(match outcome {

@@ -146,7 +146,7 @@ pub fn convert(
                 payload: r.to_json(),
                 headers: vec![(
                     READING_ID_HEADER.to_owned(),
-                    r.id().to_string().into_bytes(),
+                    format!("{}:{}:{}", r.device, r.epoch, r.sample.seq).into_bytes(),
                 )],
             })
             .collect(),
