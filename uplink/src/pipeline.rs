@@ -365,7 +365,7 @@ impl Session<'_> {
                 .payload(&rec.payload)
                 .headers(headers);
             if let Some(k) = &rec.key {
-                fr = fr.key(k);
+                fr = fr.key(&**k);
             }
             if let Some(p) = partition {
                 fr = fr.partition(p);
