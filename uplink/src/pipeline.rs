@@ -30,6 +30,7 @@ use futures::stream::FuturesOrdered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -309,6 +310,8 @@ impl Session<'_> {
         let mut deliveries = Vec::with_capacity(records.len());
         let eo = &self.config.exactly_once;
         let (replica, replicas) = (eo.replica, eo.replica_count());
+        // The origin header's value, reused from record to record.
+        let mut origin_value = String::new();
         for (index, rec) in records.iter().enumerate() {
             let partition = match &rec.key {
                 Some(k) => {
@@ -355,10 +358,11 @@ impl Session<'_> {
                     continue;
                 }
                 hw.advance(&rec.topic, p, origin);
-                let value = origin.to_string();
+                origin_value.clear();
+                write!(origin_value, "{origin}").expect("writing to a String cannot fail");
                 headers = headers.insert(Header {
                     key: ORIGIN_HEADER,
-                    value: Some(value.as_bytes()),
+                    value: Some(origin_value.as_bytes()),
                 });
             }
             let mut fr = FutureRecord::to(&rec.topic)
