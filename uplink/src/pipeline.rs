@@ -30,6 +30,7 @@ use futures::stream::FuturesOrdered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -309,6 +310,8 @@ impl Session<'_> {
         let mut deliveries = Vec::with_capacity(records.len());
         let eo = &self.config.exactly_once;
         let (replica, replicas) = (eo.replica, eo.replica_count());
+        // The origin header's value, reused from record to record.
+        let mut origin_value = String::new();
         for (index, rec) in records.iter().enumerate() {
             let partition = match &rec.key {
                 Some(k) => {
@@ -355,17 +358,18 @@ impl Session<'_> {
                     continue;
                 }
                 hw.advance(&rec.topic, p, origin);
-                let value = origin.to_string();
+                origin_value.clear();
+                write!(origin_value, "{origin}").expect("writing to a String cannot fail");
                 headers = headers.insert(Header {
                     key: ORIGIN_HEADER,
-                    value: Some(value.as_bytes()),
+                    value: Some(origin_value.as_bytes()),
                 });
             }
             let mut fr = FutureRecord::to(&rec.topic)
                 .payload(&rec.payload)
                 .headers(headers);
             if let Some(k) = &rec.key {
-                fr = fr.key(k);
+                fr = fr.key(&**k);
             }
             if let Some(p) = partition {
                 fr = fr.partition(p);
@@ -410,9 +414,18 @@ impl Session<'_> {
         Ok(Dispatch::Pending(Box::pin(async move {
             let mut results = Vec::with_capacity(deliveries.len());
             let mut stalled = false;
-            for d in deliveries {
-                let outcome = match deadline {
-                    Some(at) => tokio::time::timeout_at(at, d).await.ok(),
+            // One timer for the whole message, not one per record: after
+            // the deadline, a delivery that is not already in counts as
+            // stalled (as `timeout_at` would have it).
+            let timer = deadline.map(tokio::time::sleep_until);
+            tokio::pin!(timer);
+            for mut d in deliveries {
+                let outcome = match timer.as_mut().as_pin_mut() {
+                    Some(mut sleep) => tokio::select! {
+                        biased;
+                        r = &mut d => Some(r),
+                        () = &mut sleep => None,
+                    },
                     None => Some(d.await),
                 };
                 results.push(match outcome {

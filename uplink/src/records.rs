@@ -7,6 +7,7 @@
 
 use crate::route::{RouteError, Router};
 use async_nats::HeaderMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tributary_config::uplink::{Encoding, KeyMode};
 use tributary_wire::{DecodeError, Envelope, NATS_MSG_ID_HEADER, READING_ID_HEADER};
@@ -29,12 +30,13 @@ pub const DLQ_SIZE_HEADER: &str = "tributary-dlq-size";
 pub struct OutRecord {
     /// Topic.
     pub topic: Arc<str>,
-    /// Key; `None` lets the producer pick a partition.
-    pub key: Option<Vec<u8>>,
+    /// Key; `None` lets the producer pick a partition. Shared by the
+    /// records of one message.
+    pub key: Option<Arc<[u8]>>,
     /// Payload.
     pub payload: Vec<u8>,
-    /// Headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Headers, in order. The uplink's own header names are borrowed.
+    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
 }
 
 /// Why a message became a dead letter.
@@ -98,25 +100,25 @@ fn agent_msg_id(headers: Option<&HeaderMap>) -> bool {
     digits(count) && digits(first) && digits(epoch) && !device.is_empty()
 }
 
-fn key_of(mode: KeyMode, device: &str, sensor: &str) -> Option<Vec<u8>> {
+fn key_of(mode: KeyMode, device: &str, sensor: &str) -> Option<Arc<[u8]>> {
     match mode {
-        KeyMode::Device => Some(device.as_bytes().to_vec()),
-        KeyMode::DeviceSensor => Some(format!("{device}/{sensor}").into_bytes()),
+        KeyMode::Device => Some(Arc::from(device.as_bytes())),
+        KeyMode::DeviceSensor => Some(Arc::from(format!("{device}/{sensor}").as_bytes())),
         KeyMode::None => None,
     }
 }
 
-fn nats_headers(headers: Option<&HeaderMap>, subject: &str) -> Vec<(String, Vec<u8>)> {
+fn nats_headers(headers: Option<&HeaderMap>, subject: &str) -> Vec<(Cow<'static, str>, Vec<u8>)> {
     let mut out = Vec::new();
     if let Some(h) = headers {
         for (name, values) in h.iter() {
             for v in values {
-                out.push((name.to_string(), v.as_str().as_bytes().to_vec()));
+                out.push((Cow::Owned(name.to_string()), v.as_str().as_bytes().to_vec()));
             }
         }
         out.sort();
     }
-    out.push((SUBJECT_HEADER.to_owned(), subject.as_bytes().to_vec()));
+    out.push((SUBJECT_HEADER.into(), subject.as_bytes().to_vec()));
     out
 }
 
@@ -138,18 +140,21 @@ pub fn convert(
         Err(_) => None,
     };
     let records = match (&envelope, target.encoding) {
-        (Some(env), Encoding::Json) => env
-            .readings()
-            .map(|r| OutRecord {
-                topic: target.topic.clone(),
-                key: key_of(target.key, r.device, r.sensor),
-                payload: r.to_json(),
-                headers: vec![(
-                    READING_ID_HEADER.to_owned(),
-                    r.id().to_string().into_bytes(),
-                )],
-            })
-            .collect(),
+        (Some(env), Encoding::Json) => {
+            // Every reading of an envelope has its device and sensor.
+            let key = key_of(target.key, &env.device, &env.sensor);
+            env.readings()
+                .map(|r| OutRecord {
+                    topic: target.topic.clone(),
+                    key: key.clone(),
+                    payload: r.to_json(),
+                    headers: vec![(
+                        READING_ID_HEADER.into(),
+                        format!("{}:{}:{}", r.device, r.epoch, r.sample.seq).into_bytes(),
+                    )],
+                })
+                .collect()
+        }
         (Some(env), Encoding::Passthrough) => vec![OutRecord {
             topic: target.topic.clone(),
             key: key_of(target.key, &env.device, &env.sensor),
@@ -158,7 +163,7 @@ pub fn convert(
         }],
         (None, _) => vec![OutRecord {
             topic: target.topic.clone(),
-            key: (target.key != KeyMode::None).then(|| subject.as_bytes().to_vec()),
+            key: (target.key != KeyMode::None).then(|| Arc::from(subject.as_bytes())),
             payload: payload.to_vec(),
             headers: nats_headers(headers, subject),
         }],
@@ -190,18 +195,15 @@ pub fn dead_letter(
     max_record: usize,
 ) -> OutRecord {
     let mut h = nats_headers(headers, subject);
+    h.push((DLQ_REASON_HEADER.into(), reason.to_string().into_bytes()));
+    h.push((DLQ_SUBJECT_HEADER.into(), subject.as_bytes().to_vec()));
     h.push((
-        DLQ_REASON_HEADER.to_owned(),
-        reason.to_string().into_bytes(),
-    ));
-    h.push((DLQ_SUBJECT_HEADER.to_owned(), subject.as_bytes().to_vec()));
-    h.push((
-        DLQ_STREAM_SEQ_HEADER.to_owned(),
+        DLQ_STREAM_SEQ_HEADER.into(),
         stream_seq.to_string().into_bytes(),
     ));
     let payload = if payload.len() > max_record {
         h.push((
-            DLQ_SIZE_HEADER.to_owned(),
+            DLQ_SIZE_HEADER.into(),
             payload.len().to_string().into_bytes(),
         ));
         Vec::new()
@@ -210,7 +212,7 @@ pub fn dead_letter(
     };
     OutRecord {
         topic,
-        key: Some(subject.as_bytes().to_vec()),
+        key: Some(Arc::from(subject.as_bytes())),
         payload,
         headers: h,
     }
@@ -289,7 +291,7 @@ mod tests {
         assert!(
             recs[0]
                 .headers
-                .contains(&(NATS_MSG_ID_HEADER.to_owned(), env.msg_id().into_bytes()))
+                .contains(&(NATS_MSG_ID_HEADER.into(), env.msg_id().into_bytes()))
         );
     }
 
@@ -308,7 +310,7 @@ mod tests {
         assert!(
             recs[0]
                 .headers
-                .contains(&("Content-Type".to_owned(), b"text/plain".to_vec()))
+                .contains(&("Content-Type".into(), b"text/plain".to_vec()))
         );
     }
 

@@ -88,8 +88,75 @@ impl From<&Reading<'_>> for JsonReading {
 
 impl Reading<'_> {
     /// The reading as one line of JSON, as written to Kafka.
+    ///
+    /// The same bytes as serializing [`JsonReading::from`] this reading,
+    /// written straight from the borrowed reading: no owned copies of its
+    /// strings, tags or value (the uplink does this once per reading).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&JsonReading::from(self)).expect("JSON of plain data cannot fail")
+        let mut out = Vec::with_capacity(256);
+        serde_json::to_writer(&mut out, &JsonReadingRef(self))
+            .expect("JSON of plain data cannot fail");
+        out
+    }
+}
+
+/// [`JsonReading`]'s serialization, borrowing from the reading.
+struct JsonReadingRef<'r, 'a>(&'r Reading<'a>);
+
+impl Serialize for JsonReadingRef<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.0;
+        let id = format_args!("{}:{}:{}", r.device, r.epoch, r.sample.seq);
+        let fields = if r.unit.is_some() { 9 } else { 8 };
+        let mut st = s.serialize_struct("JsonReading", fields)?;
+        st.serialize_field("id", &Collected(id))?;
+        st.serialize_field("device", r.device)?;
+        st.serialize_field("sensor", r.sensor)?;
+        st.serialize_field("epoch", &r.epoch)?;
+        st.serialize_field("seq", &r.sample.seq)?;
+        st.serialize_field("ts", &rfc3339(r.sample.timestamp_ns))?;
+        match &r.sample.value {
+            // serde_json writes a non-finite float as null, as
+            // `Number::from_f64` -> `Value::Null` does.
+            Value::Float(f) => st.serialize_field("value", f)?,
+            Value::Int(i) => st.serialize_field("value", i)?,
+            Value::Bool(b) => st.serialize_field("value", b)?,
+            Value::Text(t) => st.serialize_field("value", t)?,
+        }
+        if let Some(unit) = r.unit {
+            st.serialize_field("unit", unit)?;
+        } else {
+            st.skip_field("unit")?;
+        }
+        st.serialize_field("tags", &Tags(r.tags))?;
+        st.end()
+    }
+}
+
+/// A `Display` value serialized as a string.
+struct Collected<'a>(std::fmt::Arguments<'a>);
+
+impl Serialize for Collected<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Tags as a JSON object ordered by name, the last of duplicate names
+/// winning (as collecting them into a `BTreeMap` does).
+struct Tags<'a>(&'a [(String, String)]);
+
+impl Serialize for Tags<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let tags = self.0;
+        if tags.windows(2).all(|w| w[0].0 < w[1].0) {
+            s.collect_map(tags.iter().map(|(k, v)| (k, v)))
+        } else {
+            let sorted: BTreeMap<&str, &str> =
+                tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            s.collect_map(sorted)
+        }
     }
 }
 
@@ -166,5 +233,57 @@ mod tests {
         assert_eq!(recs[1].value, serde_json::json!(true));
         let raw = String::from_utf8(env.readings().next().unwrap().to_json()).unwrap();
         assert!(!raw.contains("unit"), "{raw}");
+    }
+
+    #[test]
+    fn to_json_writes_the_same_bytes_as_serializing_a_json_reading() {
+        let values = [
+            Value::Float(21.5),
+            Value::Float(-0.0),
+            Value::Float(1e-300),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Int(-42),
+            Value::Int(i64::MAX),
+            Value::Bool(false),
+            Value::Text("a \"quoted\" \\ line\nwith\u{1}control and ü".into()),
+        ];
+        let tag_sets: [Vec<(String, String)>; 4] = [
+            vec![],
+            vec![("room".into(), "lab".into())],
+            vec![("z".into(), "1".into()), ("a".into(), "2\"".into())],
+            vec![
+                ("b".into(), "first".into()),
+                ("a".into(), "x".into()),
+                ("b".into(), "last".into()),
+            ],
+        ];
+        for (i, tags) in tag_sets.iter().enumerate() {
+            for unit in [None, Some("°C".to_owned()), Some("\"".to_owned())] {
+                let env = Envelope {
+                    device: format!("pi-\"{i}\u{7f}"),
+                    epoch: 1_764_000_000 + i as u64,
+                    sensor: "temp/ä".into(),
+                    unit,
+                    tags: tags.clone(),
+                    samples: values
+                        .iter()
+                        .enumerate()
+                        .map(|(n, v)| Sample {
+                            seq: n as u64 + 1,
+                            timestamp_ns: 1_795_827_723_123_456_789 - n as i64 * 999_999_999,
+                            value: v.clone(),
+                        })
+                        .collect(),
+                };
+                for r in env.readings() {
+                    let slow = serde_json::to_vec(&JsonReading::from(&r)).unwrap();
+                    assert_eq!(
+                        String::from_utf8(r.to_json()).unwrap(),
+                        String::from_utf8(slow).unwrap()
+                    );
+                }
+            }
+        }
     }
 }
