@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tributary_tests::{
-    JsonReading, Kafka, KafkaReader, NatsServer, ProcessSpec, Result, ServerProcess, bins,
+    HarnessError, JsonReading, Kafka, KafkaReader, NatsServer, ProcessSpec, Result, ServerProcess,
+    bins,
 };
 
 /// One emulated Pi.
@@ -213,9 +214,19 @@ async fn readings_of_every_emulated_pi_reach_kafka_through_leaf_hub_and_uplink()
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let records = reader
-            .read_all_async(TOPIC, Duration::from_secs(10))
-            .await?;
+        // Readings keep arriving (read_all wants a quiet topic): ask for
+        // twice as many records as the last pass saw, until the deadline. A
+        // partition may be read to its end before the next one starts, so
+        // growing by a fixed step can trail a fast device's partition.
+        let want = (readings.len() * 2).max(30);
+        let records = match reader
+            .read_until_async(TOPIC, want, Duration::from_secs(10))
+            .await
+        {
+            Ok(records) => records,
+            Err(HarnessError::TooFewRecords { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         readings = KafkaReader::readings(&records)?;
         missing.retain(|device| {
             readings
