@@ -104,16 +104,6 @@ impl Mosquitto {
         self.process.respawn()?;
         self.wait_ready()
     }
-
-    /// The process guard (log, pid, signals).
-    pub fn process(&self) -> &ServerProcess {
-        &self.process
-    }
-
-    /// The process guard, mutable.
-    pub fn process_mut(&mut self) -> &mut ServerProcess {
-        &mut self.process
-    }
 }
 
 crate::process::delegate_process_methods!(Mosquitto);

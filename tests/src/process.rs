@@ -363,7 +363,8 @@ impl Drop for ServerProcess {
 }
 
 /// Implements the process-guard methods (`kill`, `terminate`, `pause`, `resume`, `pid`,
-/// `is_running`, `log_tail`, `log_path`) on a server type with a `process: ServerProcess` field.
+/// `is_running`, `log_tail`, `log_path`, `process`, `process_mut`) on a server type with a
+/// `process: ServerProcess` field.
 macro_rules! delegate_process_methods {
     ($ty:ty) => {
         impl $ty {
@@ -408,6 +409,16 @@ macro_rules! delegate_process_methods {
             /// The server's log file (stdout and stderr of all starts).
             pub fn log_path(&self) -> &std::path::Path {
                 self.process.log_path()
+            }
+
+            /// The process guard (log, pid, signals).
+            pub fn process(&self) -> &$crate::ServerProcess {
+                &self.process
+            }
+
+            /// The process guard, mutable.
+            pub fn process_mut(&mut self) -> &mut $crate::ServerProcess {
+                &mut self.process
             }
         }
     };
