@@ -26,6 +26,7 @@
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::stream::{FuturesUnordered, StreamExt};
+use std::ffi::OsStr;
 use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,8 @@ use tributary_agent::batcher::{BatchLimits, Batcher};
 use tributary_agent::buffer::{Buffer, BufferConfig, WhenFull};
 use tributary_agent::sensors::{Observation, SensorMeta};
 use tributary_agent::stats::AgentStats;
-use tributary_tests::tributary::scrape_metric;
-use tributary_tests::{NatsServer, ProcessSpec, ServerProcess, free_port};
+use tributary_tests::tributary::{scrape_metric, start_program};
+use tributary_tests::{NatsServer, ServerProcess, free_port};
 use tributary_wire::{Envelope, Value};
 
 const SENSORS: usize = 50;
@@ -163,16 +164,21 @@ async fn bench(args: Args, agent_bin: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes the backlog with the agent's batcher: one commit (one fdatasync) per
-/// `per_message` rounds of one reading per sensor. Returns the frame bytes written.
-fn fill(dir: &Path, args: &Args) -> Result<u64, Error> {
-    let buffer = Buffer::open(BufferConfig {
+/// The backlog's buffer: as large as the backlog needs, 1 MiB segments (the
+/// agent's default), never dropping anything.
+fn backlog_buffer(dir: &Path) -> BufferConfig {
+    BufferConfig {
         dir: dir.to_path_buf(),
         max_bytes: 1 << 34,
         segment_bytes: 1 << 20,
         when_full: WhenFull::Block,
-    })?
-    .0;
+    }
+}
+
+/// Writes the backlog with the agent's batcher: one commit (one fdatasync) per
+/// `per_message` rounds of one reading per sensor. Returns the frame bytes written.
+fn fill(dir: &Path, args: &Args) -> Result<u64, Error> {
+    let buffer = Buffer::open(backlog_buffer(dir))?.0;
     let buffer = Arc::new(Mutex::new(buffer));
     let stats = Arc::new(AgentStats::default());
     let mut batcher = Batcher::new(
@@ -233,12 +239,7 @@ struct Message {
 
 /// Reads the backlog back from the buffer without acknowledging anything.
 fn backlog(dir: &Path) -> Result<Vec<Message>, Error> {
-    let (mut buffer, _) = Buffer::open(BufferConfig {
-        dir: dir.to_path_buf(),
-        max_bytes: 1 << 34,
-        segment_bytes: 1 << 20,
-        when_full: WhenFull::Block,
-    })?;
+    let (mut buffer, _) = Buffer::open(backlog_buffer(dir))?;
     let mut out = Vec::new();
     loop {
         let records = buffer.read(4096)?;
@@ -398,15 +399,13 @@ max_in_flight = {IN_FLIGHT}
 }
 
 fn start_agent(bin: &Path, config: &str) -> Result<ServerProcess, Error> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, config)?;
-    let spec = ProcessSpec::new("agent", bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("TRIBUTARY_LOG", "warn");
-    Ok(ServerProcess::start(spec, dir)?)
+    let log: &OsStr = "warn".as_ref();
+    Ok(start_program(
+        "agent",
+        bin.to_path_buf(),
+        config,
+        &[("TRIBUTARY_LOG", log)],
+    )?)
 }
 
 /// A `kB` field of `/proc/<pid>/status`, in bytes.

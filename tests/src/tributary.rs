@@ -3,7 +3,8 @@
 //! create the hub stream and read back what it holds.
 
 use crate::{NatsServer, ProcessSpec, Result, ServerProcess, bins};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_wire::Envelope;
 
@@ -12,21 +13,35 @@ pub const STREAM: &str = "TRIBUTARY";
 
 /// Starts `tributary-agent run` with `config` written into its temp dir.
 pub fn start_agent(config: &str) -> Result<ServerProcess> {
-    start_program("agent", bins::agent()?, config)
+    start_program("agent", bins::agent()?, config, &[])
+}
+
+/// [`start_agent`] with extra environment variables (`NOTIFY_SOCKET`, a
+/// secret the config names…).
+pub fn start_agent_with_env(config: &str, env: &[(&str, &OsStr)]) -> Result<ServerProcess> {
+    start_program("agent", bins::agent()?, config, env)
 }
 
 /// Starts `tributary-uplink run` with `config` written into its temp dir.
 pub fn start_uplink(config: &str) -> Result<ServerProcess> {
-    start_program("uplink", bins::uplink()?, config)
+    start_program("uplink", bins::uplink()?, config, &[])
 }
 
-fn start_program(name: &str, program: std::path::PathBuf, config: &str) -> Result<ServerProcess> {
+/// Starts `program run --config <temp dir>/<name>.toml` holding `config`,
+/// logging at debug for Tributary's crates unless `env` sets
+/// `TRIBUTARY_LOG` (later entries of `env` win).
+pub fn start_program(
+    name: &str,
+    program: PathBuf,
+    config: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<ServerProcess> {
     let dir = tempfile::tempdir()
         .map_err(|e| crate::HarnessError::io("creating temp dir", Path::new("/tmp"), e))?;
     let path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, config)
         .map_err(|e| crate::HarnessError::io("writing config", &path, e))?;
-    let spec = ProcessSpec::new(name, program)
+    let mut spec = ProcessSpec::new(name, program)
         .arg("run")
         .arg("--config")
         .arg(&path)
@@ -34,6 +49,9 @@ fn start_program(name: &str, program: std::path::PathBuf, config: &str) -> Resul
             "TRIBUTARY_LOG",
             "info,tributary_agent=debug,tributary_uplink=debug",
         );
+    for (key, value) in env {
+        spec = spec.env(key, value);
+    }
     ServerProcess::start(spec, dir)
 }
 

@@ -6,10 +6,11 @@
 //! notify protocol (readiness, watchdog pings, stopping) on a real socket.
 
 use std::time::Duration;
-use tributary_tests::tributary::{agent_config, create_stream, start_agent, stream_envelopes};
+use tributary_tests::tributary::{
+    agent_config, create_stream, start_agent, start_agent_with_env, stream_envelopes,
+};
 use tributary_tests::{
-    ClientAuth, Credentials, JwtAuth, NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess,
-    TestCerts, bins,
+    ClientAuth, Credentials, JwtAuth, NatsOptions, NatsServer, Result, TestCerts, bins,
 };
 
 const ONE_SENSOR: &str = r#"
@@ -172,15 +173,8 @@ async fn the_agent_delivers_through_a_leaf_that_requires_an_nkey_whose_seed_come
     );
     refused.kill()?;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, &config).expect("write config");
-    let spec = ProcessSpec::new("agent", bins::agent()?)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("PI_NKEY_SEED", &seed)
-        .env("TRIBUTARY_LOG", "info,tributary_agent=debug");
-    let mut agent = ServerProcess::start(spec, dir)?;
+    let mut agent = start_agent_with_env(&config, &[("PI_NKEY_SEED", seed.as_ref())])?;
+    let path = agent.dir().join("agent.toml");
     let arrived = wait_for_sensor(&hub, "first").await?;
     assert!(
         arrived,
@@ -282,16 +276,14 @@ async fn the_agent_tells_systemd_when_it_is_ready_pings_the_watchdog_and_says_wh
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("socket timeout");
     let config = agent_config("pi-systemd", &leaf, state.path(), ONE_SENSOR);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, &config).expect("write config");
     // What systemd sets for `Type=notify` with `WatchdogSec=1`.
-    let spec = ProcessSpec::new("agent", bins::agent()?)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "1000000");
-    let mut agent = ServerProcess::start(spec, dir)?;
+    let mut agent = start_agent_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", "1000000".as_ref()),
+        ],
+    )?;
     let receive = || -> Option<String> {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).ok()?;
