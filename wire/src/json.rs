@@ -89,75 +89,185 @@ impl From<&Reading<'_>> for JsonReading {
 impl Reading<'_> {
     /// The reading as one line of JSON, as written to Kafka.
     ///
-    /// The same bytes as serializing [`JsonReading::from`] this reading,
-    /// written straight from the borrowed reading: no owned copies of its
-    /// strings, tags or value (the uplink does this once per reading).
+    /// The same bytes as serializing [`JsonReading::from`] this reading.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        serde_json::to_writer(&mut out, &JsonReadingRef(self))
-            .expect("JSON of plain data cannot fail");
+        self.write_json(&mut out);
         out
     }
-}
 
-/// [`JsonReading`]'s serialization, borrowing from the reading.
-struct JsonReadingRef<'r, 'a>(&'r Reading<'a>);
-
-impl Serialize for JsonReadingRef<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let r = self.0;
-        let id = format_args!("{}:{}:{}", r.device, r.epoch, r.sample.seq);
-        let fields = if r.unit.is_some() { 9 } else { 8 };
-        let mut st = s.serialize_struct("JsonReading", fields)?;
-        st.serialize_field("id", &Collected(id))?;
-        st.serialize_field("device", r.device)?;
-        st.serialize_field("sensor", r.sensor)?;
-        st.serialize_field("epoch", &r.epoch)?;
-        st.serialize_field("seq", &r.sample.seq)?;
-        st.serialize_field("ts", &rfc3339(r.sample.timestamp_ns))?;
-        match &r.sample.value {
+    /// Appends [`to_json`](Self::to_json)'s bytes to `out`.
+    ///
+    /// Written by hand straight from the borrowed reading, with no
+    /// allocation when `out` has room: the uplink does this once per
+    /// reading, and serde's struct serialization with a formatted timestamp
+    /// cost several times as much. Strings are escaped and numbers written
+    /// exactly as `serde_json` does (a test holds the two to the same
+    /// bytes).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut int = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"id\":\"");
+        escape_contents(out, self.device);
+        self.write_id_numbers(out);
+        out.extend_from_slice(b"\",\"device\":");
+        write_str(out, self.device);
+        out.extend_from_slice(b",\"sensor\":");
+        write_str(out, self.sensor);
+        out.extend_from_slice(b",\"epoch\":");
+        out.extend_from_slice(int.format(self.epoch).as_bytes());
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(int.format(self.sample.seq).as_bytes());
+        out.extend_from_slice(b",\"ts\":\"");
+        write_rfc3339(out, self.sample.timestamp_ns);
+        out.extend_from_slice(b"\",\"value\":");
+        match &self.sample.value {
             // serde_json writes a non-finite float as null, as
             // `Number::from_f64` -> `Value::Null` does.
-            Value::Float(f) => st.serialize_field("value", f)?,
-            Value::Int(i) => st.serialize_field("value", i)?,
-            Value::Bool(b) => st.serialize_field("value", b)?,
-            Value::Text(t) => st.serialize_field("value", t)?,
+            Value::Float(f) if f.is_finite() => {
+                out.extend_from_slice(zmij::Buffer::new().format_finite(*f).as_bytes());
+            }
+            Value::Float(_) => out.extend_from_slice(b"null"),
+            Value::Int(i) => out.extend_from_slice(int.format(*i).as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Text(t) => write_str(out, t),
         }
-        if let Some(unit) = r.unit {
-            st.serialize_field("unit", unit)?;
-        } else {
-            st.skip_field("unit")?;
+        if let Some(unit) = self.unit {
+            out.extend_from_slice(b",\"unit\":");
+            write_str(out, unit);
         }
-        st.serialize_field("tags", &Tags(r.tags))?;
-        st.end()
-    }
-}
-
-/// A `Display` value serialized as a string.
-struct Collected<'a>(std::fmt::Arguments<'a>);
-
-impl Serialize for Collected<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// Tags as a JSON object ordered by name, the last of duplicate names
-/// winning (as collecting them into a `BTreeMap` does).
-struct Tags<'a>(&'a [(String, String)]);
-
-impl Serialize for Tags<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let tags = self.0;
+        out.extend_from_slice(b",\"tags\":{");
+        let tags = self.tags;
         if tags.windows(2).all(|w| w[0].0 < w[1].0) {
-            s.collect_map(tags.iter().map(|(k, v)| (k, v)))
+            write_tags(out, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         } else {
+            // Ordered by name, the last of duplicate names winning (as
+            // collecting them into a `BTreeMap` does).
             let sorted: BTreeMap<&str, &str> =
                 tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            s.collect_map(sorted)
+            write_tags(out, sorted.into_iter());
         }
+        out.extend_from_slice(b"}}");
     }
+
+    /// Appends the reading's id, `device:epoch:seq`, to `out` (the same
+    /// text as [`id`](Self::id)'s `Display`).
+    pub fn write_id(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.device.as_bytes());
+        self.write_id_numbers(out);
+    }
+
+    fn write_id_numbers(&self, out: &mut Vec<u8>) {
+        let mut int = itoa::Buffer::new();
+        out.push(b':');
+        out.extend_from_slice(int.format(self.epoch).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(int.format(self.sample.seq).as_bytes());
+    }
+}
+
+fn write_tags<'t>(out: &mut Vec<u8>, tags: impl Iterator<Item = (&'t str, &'t str)>) {
+    for (i, (k, v)) in tags.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        write_str(out, v);
+    }
+}
+
+/// `s` as a JSON string, quoted.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_contents(out, s);
+    out.push(b'"');
+}
+
+/// `s` escaped as `serde_json` escapes string contents: `"`, `\\` and the
+/// control characters below 0x20 (as `\b \t \n \f \r` or `\u00xx`);
+/// everything else, 0x7f and non-ASCII included, as is.
+fn escape_contents(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends [`rfc3339`]'s text for `timestamp_ns` to `out`, computed by
+/// hand (days to civil date as in Howard Hinnant's `civil_from_days`):
+/// `YYYY-MM-DDTHH:MM:SS`, then `.` and the nanoseconds without trailing
+/// zeros when there are any, then `Z`. Every `i64` of nanoseconds is a
+/// year between 1677 and 2262, which RFC 3339 can write.
+pub fn write_rfc3339(out: &mut Vec<u8>, timestamp_ns: i64) {
+    let secs = timestamp_ns.div_euclid(1_000_000_000);
+    let nanos = timestamp_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let second_of_day = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let digits = |out: &mut Vec<u8>, value: i64, width: u32| {
+        for p in (0..width).rev() {
+            // Each digit is 0..=9.
+            out.push(b'0' + (value / 10_i64.pow(p) % 10) as u8);
+        }
+    };
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, second_of_day / 3600, 2);
+    out.push(b':');
+    digits(out, second_of_day / 60 % 60, 2);
+    out.push(b':');
+    digits(out, second_of_day % 60, 2);
+    if nanos != 0 {
+        out.push(b'.');
+        let mut width = 9;
+        let mut fraction = nanos;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            width -= 1;
+        }
+        digits(out, fraction, width);
+    }
+    out.push(b'Z');
 }
 
 #[cfg(test)]
@@ -283,6 +393,72 @@ mod tests {
                         String::from_utf8(slow).unwrap()
                     );
                 }
+            }
+        }
+    }
+
+    fn hand_written(ns: i64) -> String {
+        let mut out = Vec::new();
+        write_rfc3339(&mut out, ns);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_hand_written_timestamp_matches_the_time_crate_at_the_edges() {
+        for ns in [
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            1,
+            1_000_000_000,
+            -1_000_000_000,
+            951_782_400_000_000_000,   // 2000-02-29
+            4_107_542_400_000_000_000, // 2100-03-01
+            1_795_827_723_100_000_000,
+            1_795_827_723_000_000_001,
+        ] {
+            assert_eq!(hand_written(ns), rfc3339(ns), "{ns}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_hand_written_timestamp_matches_the_time_crate(ns: i64) {
+            proptest::prop_assert_eq!(hand_written(ns), rfc3339(ns));
+        }
+
+        #[test]
+        fn to_json_matches_serde_json_for_any_strings_and_values(
+            device in ".{0,12}",
+            sensor in "\\PC{0,8}",
+            unit in proptest::option::of(".{0,4}"),
+            tags in proptest::collection::vec(("[a-c\"\\\\\u{1}]{0,3}", ".{0,5}"), 0..4),
+            text in ".{0,16}",
+            float: f64,
+            int: i64,
+            seq: u64,
+            epoch: u64,
+            ts: i64,
+        ) {
+            for value in [Value::Float(float), Value::Int(int), Value::Text(text.clone()), Value::Bool(int % 2 == 0)] {
+                let env = Envelope {
+                    device: device.clone(),
+                    epoch,
+                    sensor: sensor.clone(),
+                    unit: unit.clone(),
+                    tags: tags.clone(),
+                    samples: vec![Sample { seq, timestamp_ns: ts, value }],
+                };
+                let r = env.readings().next().unwrap();
+                let slow = serde_json::to_vec(&JsonReading::from(&r)).unwrap();
+                proptest::prop_assert_eq!(
+                    String::from_utf8(r.to_json()).unwrap(),
+                    String::from_utf8(slow).unwrap()
+                );
+                let mut id = Vec::new();
+                r.write_id(&mut id);
+                proptest::prop_assert_eq!(String::from_utf8(id).unwrap(), r.id().to_string());
             }
         }
     }
