@@ -2,14 +2,16 @@
 //! partition counts, and reading the last record of a partition (for the
 //! exactly-once mode).
 
+use crate::deliveries::Ledger;
 use crate::health::Health;
+use crate::pipeline::InFlight;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use tributary_config::uplink::KafkaSection;
 
-/// The producer the uplink writes with.
-pub type Producer = FutureProducer<UplinkContext>;
+/// The producer the uplink writes with: its delivery reports settle the
+/// tickets of its [`Ledger`] (see [`crate::deliveries`]).
+pub type Producer = ThreadedProducer<UplinkContext>;
 
 /// Why Kafka could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -59,17 +62,37 @@ pub enum KafkaSetupError {
     },
 }
 
-/// Client context: routes librdkafka's logs to `tracing` and records
-/// broker outages for the health endpoint.
-#[derive(Debug, Clone)]
+/// The producer's context: routes librdkafka's logs to `tracing`, records
+/// broker outages for the health endpoint, and settles delivery reports in
+/// the ledger.
+#[derive(Debug)]
 pub struct UplinkContext {
     health: Arc<Health>,
+    ledger: Arc<Ledger<InFlight>>,
 }
 
 impl UplinkContext {
-    /// A context reporting to `health`.
+    /// A context reporting to `health`, with an empty ledger.
     pub fn new(health: Arc<Health>) -> Self {
-        UplinkContext { health }
+        UplinkContext {
+            health,
+            ledger: Arc::default(),
+        }
+    }
+
+    /// The ledger of the messages this producer writes.
+    pub fn ledger(&self) -> &Arc<Ledger<InFlight>> {
+        &self.ledger
+    }
+}
+
+impl ProducerContext for UplinkContext {
+    /// The record's [`Ticket`](crate::deliveries::Ticket).
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        self.ledger
+            .settle(ticket, result.as_ref().map(|_| ()).map_err(|(e, _)| e));
     }
 }
 

@@ -17,10 +17,12 @@
 //! ```
 //!
 //! Modules: [`route`] (subjects to topics), [`records`] (messages to
-//! records), [`pipeline`] (the drain loop), [`exactly_once`], [`kafka`],
+//! records), [`pipeline`] (the drain loop), [`deliveries`] (which messages
+//! Kafka confirmed), [`exactly_once`], [`kafka`],
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
 //! [`tail`] (the `tail` subcommand).
 
+pub mod deliveries;
 pub mod exactly_once;
 pub mod health;
 pub mod jetstream;
@@ -166,7 +168,7 @@ async fn serve(
         let mut session = Session {
             config,
             router: &router,
-            producer: producer.clone(),
+            producer: &producer,
             topics: &mut topics,
             metrics: metrics.clone(),
             health: health.clone(),
@@ -178,8 +180,7 @@ async fn serve(
         match end {
             SessionEnd::Shutdown => {
                 let flush = config.kafka.delivery_timeout.get();
-                let p = producer.clone();
-                let _ = tokio::task::spawn_blocking(move || p.flush(flush)).await;
+                let _ = tokio::task::spawn_blocking(move || producer.flush(flush)).await;
                 info!("uplink stopped");
                 return Ok(());
             }

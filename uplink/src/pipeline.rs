@@ -1,8 +1,9 @@
 //! The drain loop: pull from JetStream, convert, produce, and acknowledge
 //! each message only after Kafka confirmed every record it produced.
 //!
-//! Messages are handled in the order they arrive and their outcomes are
-//! taken in the same order (a `FuturesOrdered`), while Kafka works on up to
+//! Messages are handled in the order they arrive; each one's records carry
+//! its ticket in the producer's [`Ledger`], which hands back the messages
+//! whose writes all came back, while Kafka works on up to
 //! `consumer.max_ack_pending` of them at once. When Kafka is slow or down
 //! the in-flight window fills and pulling stops; failed writes are nak'ed
 //! with `consumer.nak_delay` (at-least-once) or end the session
@@ -14,22 +15,21 @@
 //! librdkafka itself never times writes out (see
 //! [`producer_config`](crate::kafka::producer_config) for why).
 
+use crate::deliveries::{Ledger, Outcome};
 use crate::exactly_once::{HighWater, Origin, owns};
 use crate::health::Health;
 use crate::kafka::{KafkaSetupError, Producer, Topics};
 use crate::metrics::Metrics;
 use crate::murmur2::partition_for_key;
-use crate::records::{self, Converted, DeadReason, ORIGIN_HEADER, OutRecord};
+use crate::records::{self, DeadReason, ORIGIN_HEADER, Record, Records};
 use crate::route::Router;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::Message;
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{BaseRecord, Producer as _};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,18 +48,14 @@ pub enum SessionEnd {
     Failed(String),
 }
 
-/// The outcome of one message's writes.
-struct Completed {
+/// A message whose records are being written, held by the producer's
+/// [`Ledger`] until Kafka answered for every one of them.
+#[derive(Debug)]
+pub struct InFlight {
     msg: Message,
     seq: u64,
-    /// Whether these writes were the message's dead letter.
+    /// Whether these writes are the message's dead letter.
     dead_letter: bool,
-    results: Vec<Result<(), KafkaError>>,
-    started: Instant,
-    /// Kafka did not confirm every write within `kafka.delivery_timeout`
-    /// (at-least-once only); the unconfirmed ones are still queued in the
-    /// producer.
-    stalled: bool,
 }
 
 /// One drain session: a producer, a consumer and their bookkeeping.
@@ -69,7 +65,7 @@ pub struct Session<'a> {
     /// The routing table.
     pub router: &'a Router,
     /// The producer.
-    pub producer: Producer,
+    pub producer: &'a Producer,
     /// Partition counts.
     pub topics: &'a mut Topics,
     /// Counters.
@@ -110,13 +106,17 @@ fn permanent(e: &KafkaError) -> bool {
 }
 
 enum Dispatch {
-    /// Writes started; their outcome will come back through the queue.
-    Pending(BoxFuture<'static, Completed>),
+    /// Writes started; the ledger tells when Kafka answered for them.
+    Pending,
     /// The message can be answered now.
     Answer(Box<Message>, AckKind),
 }
 
 impl Session<'_> {
+    fn ledger(&self) -> Arc<Ledger<InFlight>> {
+        self.producer.context().ledger().clone()
+    }
+
     /// Drains `consumer` until `shutdown`, or until a failure that ends the
     /// session in exactly-once mode.
     pub async fn run(
@@ -126,7 +126,9 @@ impl Session<'_> {
     ) -> SessionEnd {
         let max_in_flight = self.config.consumer.max_ack_pending.get();
         let batch = self.config.consumer.pull_batch.get().min(max_in_flight);
-        let mut inflight: FuturesOrdered<BoxFuture<'static, Completed>> = FuturesOrdered::new();
+        let ledger = self.ledger();
+        let mut done = Vec::new();
+        let mut records = Records::default();
         let mut messages = None;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let end = loop {
@@ -154,14 +156,14 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,
-                Some(done) = inflight.next(), if !inflight.is_empty() => {
-                    if let Err(why) = self.complete(done, &mut inflight).await {
+                () = ledger.notified() => {
+                    if let Err(why) = self.complete_done(&ledger, &mut done).await {
                         break SessionEnd::Failed(why);
                     }
                 }
-                next = pull.next(), if inflight.len() < max_in_flight => match next {
-                    Some(Ok(msg)) => match self.dispatch(msg).await {
-                        Ok(Dispatch::Pending(f)) => inflight.push_back(f),
+                next = pull.next(), if ledger.in_flight() < max_in_flight => match next {
+                    Some(Ok(msg)) => match self.dispatch(msg, &mut records).await {
+                        Ok(Dispatch::Pending) => {}
                         Ok(Dispatch::Answer(msg, kind)) => self.answer(&msg, kind).await,
                         Err(why) => break SessionEnd::Failed(why),
                     },
@@ -176,7 +178,11 @@ impl Session<'_> {
                     }
                     None => reset = true,
                 },
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    if let Err(why) = self.check_stalled(&ledger).await {
+                        break SessionEnd::Failed(why);
+                    }
+                }
             }
             if reset {
                 messages = None;
@@ -185,14 +191,17 @@ impl Session<'_> {
         drop(messages);
         let drain_for = self.config.kafka.delivery_timeout.get() + Duration::from_secs(5);
         let deadline = Instant::now() + drain_for;
-        if !inflight.is_empty() {
-            info!(in_flight = inflight.len(), "draining in-flight messages");
+        if ledger.in_flight() > 0 {
+            info!(
+                in_flight = ledger.in_flight(),
+                "draining in-flight messages"
+            );
         }
-        while !inflight.is_empty() {
+        while ledger.in_flight() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, inflight.next()).await {
-                Ok(Some(done)) => {
-                    if let Err(why) = self.complete(done, &mut inflight).await {
+            match tokio::time::timeout(left, ledger.notified()).await {
+                Ok(()) => {
+                    if let Err(why) = self.complete_done(&ledger, &mut done).await {
                         warn!(why, "a write failed while draining");
                         if self.high_water.is_some() {
                             break;
@@ -201,10 +210,9 @@ impl Session<'_> {
                         // the others still get their answers.
                     }
                 }
-                Ok(None) => break,
                 Err(_) => {
                     warn!(
-                        left = inflight.len(),
+                        left = ledger.in_flight(),
                         "drain timed out; unacknowledged messages will be redelivered"
                     );
                     break;
@@ -215,6 +223,57 @@ impl Session<'_> {
         end
     }
 
+    /// Answers every message whose writes all came back. Every one is
+    /// answered; the first failure that ends the session is returned.
+    async fn complete_done(
+        &mut self,
+        ledger: &Ledger<InFlight>,
+        done: &mut Vec<(InFlight, Outcome)>,
+    ) -> Result<(), String> {
+        ledger.take_done(done);
+        let mut result = Ok(());
+        for (flight, outcome) in done.drain(..) {
+            let r = self.complete(flight, outcome).await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        self.metrics.in_flight.store(
+            i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX),
+            Relaxed,
+        );
+        result
+    }
+
+    /// At-least-once: a message whose writes Kafka has not answered for
+    /// within `kafka.delivery_timeout` is nak'ed and ends the session, so
+    /// that the producer holding the stuck writes is purged and replaced.
+    /// Exactly-once writes wait for as long as it takes.
+    async fn check_stalled(&mut self, ledger: &Ledger<InFlight>) -> Result<(), String> {
+        if self.high_water.is_some() {
+            return Ok(());
+        }
+        let timeout = self.config.kafka.delivery_timeout.get();
+        let Some(before) = Instant::now().checked_sub(timeout) else {
+            return Ok(());
+        };
+        let Some((flight, outcome)) = ledger.take_stalled(before) else {
+            return Ok(());
+        };
+        self.metrics.delivery_errors.fetch_add(1, Relaxed);
+        self.metrics
+            .produced
+            .fetch_add(u64::from(outcome.confirmed), Relaxed);
+        // The producer still holds the unconfirmed writes; it would send
+        // them whenever Kafka answers, and cannot be told not to without
+        // purging it. Replace it, and have JetStream redeliver the message.
+        self.health.kafka_down();
+        self.answer(&flight.msg, self.nak()).await;
+        Err(format!(
+            "Kafka did not confirm the writes of stream sequence {} within {timeout:?}; replacing the producer",
+            flight.seq
+        ))
+    }
     async fn answer(&self, msg: &Message, kind: AckKind) {
         let counter = match kind {
             AckKind::Ack => &self.metrics.acked,
@@ -227,8 +286,8 @@ impl Session<'_> {
         }
     }
 
-    /// Converts a message and starts its writes.
-    async fn dispatch(&mut self, msg: Message) -> Result<Dispatch, String> {
+    /// Converts a message into `records` and starts their writes.
+    async fn dispatch(&mut self, msg: Message, records: &mut Records) -> Result<Dispatch, String> {
         self.metrics.consumed.fetch_add(1, Relaxed);
         let (seq, pending) = match msg.info() {
             Ok(i) => (i.stream_sequence, i.pending),
@@ -238,22 +297,28 @@ impl Session<'_> {
             }
         };
         self.metrics.js_pending.store(pending, Relaxed);
-        let max_record =
-            usize::try_from(self.config.kafka.max_record_bytes.as_u64()).unwrap_or(usize::MAX);
         let converted = records::convert(
             self.router,
             msg.subject.as_str(),
             msg.headers.as_ref(),
             &msg.payload,
-            max_record,
+            self.max_record(),
+            records,
         );
-        let (records, dead_letter) = match converted {
-            Converted::Records(recs, readings) => {
-                self.metrics.readings.fetch_add(readings as u64, Relaxed);
+        let dead = match converted {
+            Ok(()) => {
+                self.metrics
+                    .readings
+                    .fetch_add(records.readings() as u64, Relaxed);
                 // Every topic must exist before anything is written.
                 let mut missing = None;
-                for r in &recs {
-                    match self.topics.partitions(&r.topic).await {
+                let mut checked: Option<&Arc<str>> = None;
+                for r in records.iter() {
+                    if checked.is_some_and(|t| Arc::ptr_eq(t, r.topic)) {
+                        continue;
+                    }
+                    checked = Some(r.topic);
+                    match self.topics.partitions(r.topic).await {
                         Ok(_) => {}
                         Err(KafkaSetupError::MissingTopic(t)) => {
                             missing = Some(DeadReason::Rejected(format!(
@@ -268,34 +333,59 @@ impl Session<'_> {
                         }
                     }
                 }
-                match missing {
-                    None => (recs, false),
-                    Some(reason) => (vec![self.dead_letter(&msg, seq, &reason)], true),
-                }
+                missing
             }
-            Converted::Dead(reason) => (vec![self.dead_letter(&msg, seq, &reason)], true),
+            Err(reason) => Some(reason),
         };
-        self.send(msg, seq, records, dead_letter).await
+        if let Some(reason) = &dead {
+            self.dead_letter(&msg, seq, reason, records);
+        }
+        self.send(msg, seq, records, dead.is_some()).await
+    }
+
+    fn max_record(&self) -> usize {
+        usize::try_from(self.config.kafka.max_record_bytes.as_u64()).unwrap_or(usize::MAX)
     }
 
     fn nak(&self) -> AckKind {
         AckKind::Nak(Some(self.config.consumer.nak_delay.get()))
     }
 
-    fn dead_letter(&self, msg: &Message, seq: u64, reason: &DeadReason) -> OutRecord {
+    /// Writes the dead-letter record of `msg` into `records`.
+    fn dead_letter(&self, msg: &Message, seq: u64, reason: &DeadReason, records: &mut Records) {
         warn!(subject = %msg.subject, stream_seq = seq, reason = %reason, "dead-lettering a message");
         self.metrics.dead_letter(reason.label());
-        let max_record =
-            usize::try_from(self.config.kafka.max_record_bytes.as_u64()).unwrap_or(usize::MAX);
         records::dead_letter(
-            Arc::from(self.config.kafka.dead_letter_topic.as_str()),
+            &Arc::from(self.config.kafka.dead_letter_topic.as_str()),
             msg.subject.as_str(),
             seq,
             msg.headers.as_ref(),
             &msg.payload,
             reason,
-            max_record,
-        )
+            self.max_record(),
+            records,
+        );
+    }
+
+    /// Sends `msg`'s dead letter in place of its records.
+    async fn send_dead_letter(
+        &mut self,
+        msg: Message,
+        seq: u64,
+        reason: &DeadReason,
+    ) -> Result<Dispatch, String> {
+        let mut records = Records::default();
+        self.dead_letter(&msg, seq, reason, &mut records);
+        Box::pin(self.send(msg, seq, &records, true)).await
+    }
+
+    /// The partition of `rec`, from its key; `None` lets the producer pick.
+    async fn partition(&mut self, rec: &Record<'_>) -> Result<Option<i32>, KafkaSetupError> {
+        let Some(key) = rec.key else {
+            return Ok(None);
+        };
+        let n = self.topics.partitions(rec.topic).await?;
+        Ok(Some(partition_for_key(key, n)))
     }
 
     /// Starts the writes of one message's records.
@@ -303,40 +393,42 @@ impl Session<'_> {
         &mut self,
         msg: Message,
         seq: u64,
-        records: Vec<OutRecord>,
+        records: &Records,
         dead_letter: bool,
     ) -> Result<Dispatch, String> {
-        let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(records.len());
+        let ledger = self.ledger();
+        let ticket = ledger.open();
+        let mut writes = 0u32;
         let eo = &self.config.exactly_once;
         let (replica, replicas) = (eo.replica, eo.replica_count());
+        // The records of a message mostly share topic and key: the last
+        // record's partition, and in exactly-once mode the partition's mark.
+        let mut last: Option<(Record<'_>, Option<i32>)> = None;
+        let mut mark: Option<Mark<'_>> = None;
         // The origin header's value, reused from record to record.
         let mut origin_value = String::new();
         for (index, rec) in records.iter().enumerate() {
-            let partition = match &rec.key {
-                Some(k) => {
-                    let n = match self.topics.partitions(&rec.topic).await {
-                        Ok(n) => n,
-                        Err(e) => {
-                            if deliveries.is_empty() {
-                                warn!(error = %e, topic = %rec.topic, "topic unavailable; will retry the message");
-                                return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
-                            }
-                            return Err(format!(
-                                "topic {} unavailable mid-message: {e}",
-                                rec.topic
-                            ));
+            let partition = match last {
+                Some((prev, p)) if same_target(&prev, &rec) => p,
+                _ => match self.partition(&rec).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        ledger.abandon(ticket, writes);
+                        self.flush_mark(mark);
+                        if writes == 0 {
+                            warn!(error = %e, topic = %rec.topic, "topic unavailable; will retry the message");
+                            return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
                         }
-                    };
-                    Some(partition_for_key(k, n))
-                }
-                None => None,
+                        return Err(format!("topic {} unavailable mid-message: {e}", rec.topic));
+                    }
+                },
             };
-            let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 1);
-            for (k, v) in &rec.headers {
+            last = Some((rec, partition));
+            let mut headers = OwnedHeaders::new_with_capacity(rec.headers().len() + 1);
+            for (key, value) in rec.headers() {
                 headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
+                    key,
+                    value: Some(value),
                 });
             }
             if let Some(hw) = self.high_water.as_mut() {
@@ -349,15 +441,39 @@ impl Session<'_> {
                     seq,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                 };
-                let mark = hw
-                    .get(&rec.topic, p)
-                    .await
-                    .map_err(|e| format!("exactly-once: {e}"))?;
-                if mark.is_some_and(|m| origin <= m) {
+                let m = match mark.take() {
+                    Some(m) if m.partition == p && Arc::ptr_eq(m.topic, rec.topic) => m,
+                    other => {
+                        if let Some(Mark {
+                            topic,
+                            partition,
+                            highest: Some(o),
+                            advanced: true,
+                        }) = other
+                        {
+                            hw.advance(topic, partition, o);
+                        }
+                        match hw.get(rec.topic, p).await {
+                            Ok(highest) => Mark {
+                                topic: rec.topic,
+                                partition: p,
+                                highest,
+                                advanced: false,
+                            },
+                            Err(e) => {
+                                ledger.abandon(ticket, writes);
+                                return Err(format!("exactly-once: {e}"));
+                            }
+                        }
+                    }
+                };
+                let mark = mark.insert(m);
+                if mark.highest.is_some_and(|m| origin <= m) {
                     self.metrics.skipped.fetch_add(1, Relaxed);
                     continue;
                 }
-                hw.advance(&rec.topic, p, origin);
+                mark.highest = Some(origin);
+                mark.advanced = true;
                 origin_value.clear();
                 write!(origin_value, "{origin}").expect("writing to a String cannot fail");
                 headers = headers.insert(Header {
@@ -365,104 +481,90 @@ impl Session<'_> {
                     value: Some(origin_value.as_bytes()),
                 });
             }
-            let mut fr = FutureRecord::to(&rec.topic)
-                .payload(&rec.payload)
+            let mut br = BaseRecord::with_opaque_to(rec.topic, ticket.opaque())
+                .payload(rec.payload)
                 .headers(headers);
-            if let Some(k) = &rec.key {
-                fr = fr.key(&**k);
+            if let Some(k) = rec.key {
+                br = br.key(&**k);
             }
             if let Some(p) = partition {
-                fr = fr.partition(p);
+                br = br.partition(p);
             }
             loop {
-                match self.producer.send_result(fr) {
-                    Ok(d) => {
-                        deliveries.push(d);
+                match self.producer.send(br) {
+                    Ok(()) => {
+                        writes += 1;
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // The queue drains as Kafka confirms (or, at least
                         // once, as writes time out): wait, then try again.
-                        fr = back;
+                        br = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) if self.high_water.is_none() && deliveries.is_empty() => {
+                    Err((e, _)) if self.high_water.is_none() && writes == 0 => {
+                        ledger.abandon(ticket, 0);
                         self.metrics.delivery_errors.fetch_add(1, Relaxed);
                         if permanent(&e) && !dead_letter {
                             let reason = DeadReason::Rejected(e.to_string());
-                            let dl = self.dead_letter(&msg, seq, &reason);
-                            return Box::pin(self.send(msg, seq, vec![dl], true)).await;
+                            return self.send_dead_letter(msg, seq, &reason).await;
                         }
                         warn!(error = %e, "the producer refused a record; will retry the message");
                         return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
                     }
                     Err((e, _)) => {
+                        ledger.abandon(ticket, writes);
                         self.metrics.delivery_errors.fetch_add(1, Relaxed);
                         return Err(format!("the producer refused a record: {e}"));
                     }
                 }
             }
         }
-        if deliveries.is_empty() {
+        self.flush_mark(mark);
+        if writes == 0 {
+            ledger.abandon(ticket, 0);
             return Ok(Dispatch::Answer(Box::new(msg), AckKind::Ack));
         }
-        self.metrics.in_flight.fetch_add(1, Relaxed);
-        // Exactly-once writes wait for as long as it takes.
-        let deadline = self.high_water.is_none().then(|| {
-            tokio::time::Instant::from_std(started) + self.config.kafka.delivery_timeout.get()
-        });
-        Ok(Dispatch::Pending(Box::pin(async move {
-            let mut results = Vec::with_capacity(deliveries.len());
-            let mut stalled = false;
-            // One timer for the whole message, not one per record: after
-            // the deadline, a delivery that is not already in counts as
-            // stalled (as `timeout_at` would have it).
-            let timer = deadline.map(tokio::time::sleep_until);
-            tokio::pin!(timer);
-            for mut d in deliveries {
-                let outcome = match timer.as_mut().as_pin_mut() {
-                    Some(mut sleep) => tokio::select! {
-                        biased;
-                        r = &mut d => Some(r),
-                        () = &mut sleep => None,
-                    },
-                    None => Some(d.await),
-                };
-                results.push(match outcome {
-                    Some(Ok(Ok(_))) => Ok(()),
-                    Some(Ok(Err((e, _)))) => Err(e),
-                    Some(Err(_)) => Err(KafkaError::Canceled),
-                    None => {
-                        stalled = true;
-                        Err(KafkaError::MessageProduction(
-                            RDKafkaErrorCode::MessageTimedOut,
-                        ))
-                    }
-                });
-            }
-            Completed {
+        ledger.seal(
+            ticket,
+            writes,
+            InFlight {
                 msg,
                 seq,
                 dead_letter,
-                results,
-                started,
-                stalled,
-            }
-        })))
+            },
+        );
+        self.metrics.in_flight.store(
+            i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX),
+            Relaxed,
+        );
+        Ok(Dispatch::Pending)
+    }
+
+    /// Records in the high-water marks what was sent to `mark`'s partition.
+    fn flush_mark(&mut self, mark: Option<Mark<'_>>) {
+        if let (
+            Some(hw),
+            Some(Mark {
+                topic,
+                partition,
+                highest: Some(origin),
+                advanced: true,
+            }),
+        ) = (self.high_water.as_mut(), mark)
+        {
+            hw.advance(topic, partition, origin);
+        }
     }
 
     /// Acts on a message's write outcome: ack, nak, dead-letter or (in
     /// exactly-once mode) fail the session.
-    async fn complete(
-        &mut self,
-        done: Completed,
-        inflight: &mut FuturesOrdered<BoxFuture<'static, Completed>>,
-    ) -> Result<(), String> {
-        self.metrics.in_flight.fetch_sub(1, Relaxed);
-        let ok = done.results.iter().filter(|r| r.is_ok()).count();
-        self.metrics.produced.fetch_add(ok as u64, Relaxed);
-        self.metrics.observe_delivery(done.started.elapsed());
-        let Some(err) = done.results.into_iter().find_map(Result::err) else {
+    async fn complete(&mut self, done: InFlight, outcome: Outcome) -> Result<(), String> {
+        self.metrics
+            .produced
+            .fetch_add(u64::from(outcome.confirmed), Relaxed);
+        self.metrics.observe_delivery(outcome.opened.elapsed());
+        let Some(err) = outcome.error else {
             self.health.kafka_up();
             self.answer(&done.msg, AckKind::Ack).await;
             return Ok(());
@@ -472,19 +574,6 @@ impl Session<'_> {
             return Err(format!(
                 "a Kafka write of stream sequence {} failed: {err}",
                 done.seq
-            ));
-        }
-        if done.stalled {
-            // The producer still holds the unconfirmed writes; it would
-            // send them whenever Kafka answers, and cannot be told not to
-            // without purging it. Replace it, and have JetStream redeliver
-            // the message.
-            self.health.kafka_down();
-            self.answer(&done.msg, self.nak()).await;
-            return Err(format!(
-                "Kafka did not confirm the writes of stream sequence {} within {:?}; replacing the producer",
-                done.seq,
-                self.config.kafka.delivery_timeout.get()
             ));
         }
         if fatal(&err) {
@@ -504,10 +593,9 @@ impl Session<'_> {
                 return Ok(());
             }
             let reason = DeadReason::Rejected(err.to_string());
-            let dl = self.dead_letter(&done.msg, done.seq, &reason);
-            match self.send(done.msg, done.seq, vec![dl], true).await? {
-                Dispatch::Pending(f) => inflight.push_front(f),
-                Dispatch::Answer(msg, kind) => self.answer(&msg, kind).await,
+            let sent = self.send_dead_letter(done.msg, done.seq, &reason).await?;
+            if let Dispatch::Answer(msg, kind) = sent {
+                self.answer(&msg, kind).await;
             }
             return Ok(());
         }
@@ -521,6 +609,28 @@ impl Session<'_> {
         self.answer(&done.msg, self.nak()).await;
         Ok(())
     }
+}
+
+/// Whether two records of a message go to the same topic with the same
+/// key (and so to the same partition).
+fn same_target(a: &Record<'_>, b: &Record<'_>) -> bool {
+    Arc::ptr_eq(a.topic, b.topic)
+        && match (a.key, b.key) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y) || x == y,
+            (None, None) => true,
+            _ => false,
+        }
+}
+
+/// Exactly-once: the highest origin of the partition the last records
+/// went to, updated as they are sent and recorded in [`HighWater`] when
+/// the records move on to another partition or the message is sent.
+struct Mark<'r> {
+    topic: &'r Arc<str>,
+    partition: i32,
+    highest: Option<Origin>,
+    /// Whether records were sent since it was read.
+    advanced: bool,
 }
 
 /// Errors after which an idempotent producer accepts nothing more and must

@@ -8,6 +8,7 @@
 use crate::route::{RouteError, Router};
 use async_nats::HeaderMap;
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 use tributary_config::uplink::{Encoding, KeyMode};
 use tributary_wire::{DecodeError, Envelope, NATS_MSG_ID_HEADER, READING_ID_HEADER};
@@ -25,18 +26,153 @@ pub const DLQ_STREAM_SEQ_HEADER: &str = "tributary-dlq-stream-seq";
 /// Dead-letter header: the size of a payload left out because it was too big.
 pub const DLQ_SIZE_HEADER: &str = "tributary-dlq-size";
 
-/// One record to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRecord {
+/// The records of one message, in buffers reused from message to
+/// message: once they have grown to a message's size, converting one
+/// allocates nothing per record.
+#[derive(Debug, Default)]
+pub struct Records {
+    records: Vec<RecordSpan>,
+    headers: Vec<HeaderSpan>,
+    /// Payloads and header values, back to back.
+    bytes: Vec<u8>,
+    /// Readings the records carry (0 for a passed-through foreign message).
+    readings: usize,
+}
+
+#[derive(Debug)]
+struct RecordSpan {
+    topic: Arc<str>,
+    key: Option<Arc<[u8]>>,
+    payload: Range<usize>,
+    headers: Range<usize>,
+}
+
+#[derive(Debug)]
+struct HeaderSpan {
+    /// The uplink's own header names are borrowed.
+    name: Cow<'static, str>,
+    value: Range<usize>,
+}
+
+/// One record of [`Records`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
     /// Topic.
-    pub topic: Arc<str>,
+    pub topic: &'a Arc<str>,
     /// Key; `None` lets the producer pick a partition. Shared by the
     /// records of one message.
-    pub key: Option<Arc<[u8]>>,
+    pub key: Option<&'a Arc<[u8]>>,
     /// Payload.
-    pub payload: Vec<u8>,
-    /// Headers, in order. The uplink's own header names are borrowed.
-    pub headers: Vec<(Cow<'static, str>, Vec<u8>)>,
+    pub payload: &'a [u8],
+    headers: &'a [HeaderSpan],
+    bytes: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// Headers, in order.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a [u8])> + 'a {
+        let bytes = self.bytes;
+        self.headers
+            .iter()
+            .map(move |h| (&*h.name, &bytes[h.value.clone()]))
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+impl Records {
+    /// Forgets the records, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.headers.clear();
+        self.bytes.clear();
+        self.readings = 0;
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Readings the records carry.
+    pub fn readings(&self) -> usize {
+        self.readings
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
+        self.records.iter().map(|r| Record {
+            topic: &r.topic,
+            key: r.key.as_ref(),
+            payload: &self.bytes[r.payload.clone()],
+            headers: &self.headers[r.headers.clone()],
+            bytes: &self.bytes,
+        })
+    }
+
+    /// Record `i`.
+    pub fn get(&self, i: usize) -> Option<Record<'_>> {
+        self.iter().nth(i)
+    }
+
+    /// Starts a record whose payload `write` appends to the buffer; its
+    /// headers follow with [`header`](Self::header).
+    fn push(
+        &mut self,
+        topic: &Arc<str>,
+        key: Option<&Arc<[u8]>>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        let h = self.headers.len();
+        self.records.push(RecordSpan {
+            topic: topic.clone(),
+            key: key.cloned(),
+            payload: start..self.bytes.len(),
+            headers: h..h,
+        });
+    }
+
+    /// Adds a header, whose value `write` appends, to the last record.
+    fn header(&mut self, name: impl Into<Cow<'static, str>>, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        self.headers.push(HeaderSpan {
+            name: name.into(),
+            value: start..self.bytes.len(),
+        });
+        if let Some(last) = self.records.last_mut() {
+            last.headers.end = self.headers.len();
+        }
+    }
+
+    /// The NATS headers, ordered by name and value, then the subject.
+    fn nats_headers(&mut self, headers: Option<&HeaderMap>, subject: &str) {
+        let first = self.headers.len();
+        if let Some(h) = headers {
+            for (name, values) in h.iter() {
+                for v in values {
+                    self.header(name.to_string(), |b| {
+                        b.extend_from_slice(v.as_str().as_bytes());
+                    });
+                }
+            }
+            let bytes = &self.bytes;
+            self.headers[first..].sort_by(|a, b| {
+                (&a.name, &bytes[a.value.clone()]).cmp(&(&b.name, &bytes[b.value.clone()]))
+            });
+        }
+        self.header(SUBJECT_HEADER, |b| b.extend_from_slice(subject.as_bytes()));
+    }
 }
 
 /// Why a message became a dead letter.
@@ -73,16 +209,6 @@ impl DeadReason {
     }
 }
 
-/// What a message becomes.
-#[derive(Debug)]
-pub enum Converted {
-    /// Records to write (one per reading, or one passed-through message),
-    /// and how many readings they carry.
-    Records(Vec<OutRecord>, usize),
-    /// A dead letter.
-    Dead(DeadReason),
-}
-
 /// Whether a `Nats-Msg-Id` has the agent's `device:epoch:first+count` form.
 fn agent_msg_id(headers: Option<&HeaderMap>) -> bool {
     let Some(id) = headers.and_then(|h| h.get(NATS_MSG_ID_HEADER)) else {
@@ -108,113 +234,100 @@ fn key_of(mode: KeyMode, device: &str, sensor: &str) -> Option<Arc<[u8]>> {
     }
 }
 
-fn nats_headers(headers: Option<&HeaderMap>, subject: &str) -> Vec<(Cow<'static, str>, Vec<u8>)> {
-    let mut out = Vec::new();
-    if let Some(h) = headers {
-        for (name, values) in h.iter() {
-            for v in values {
-                out.push((Cow::Owned(name.to_string()), v.as_str().as_bytes().to_vec()));
-            }
-        }
-        out.sort();
-    }
-    out.push((SUBJECT_HEADER.into(), subject.as_bytes().to_vec()));
-    out
-}
-
-/// Converts one message. `max_record` is `kafka.max_record_bytes`.
+/// Converts one message into `out` (cleared first): one JSON record per
+/// reading, or the message passed through; an error says why it is a dead
+/// letter instead. `max_record` is `kafka.max_record_bytes`.
 pub fn convert(
     router: &Router,
     subject: &str,
     headers: Option<&HeaderMap>,
     payload: &[u8],
     max_record: usize,
-) -> Converted {
-    let target = match router.route(subject) {
-        Ok(t) => t,
-        Err(e) => return Converted::Dead(e.into()),
-    };
+    out: &mut Records,
+) -> Result<(), DeadReason> {
+    out.clear();
+    let target = router.route(subject)?;
     let envelope = match Envelope::decode(payload) {
         Ok(env) => Some(env),
-        Err(e) if agent_msg_id(headers) => return Converted::Dead(e.into()),
+        Err(e) if agent_msg_id(headers) => return Err(e.into()),
         Err(_) => None,
     };
-    let records = match (&envelope, target.encoding) {
+    match (&envelope, target.encoding) {
         (Some(env), Encoding::Json) => {
             // Every reading of an envelope has its device and sensor.
             let key = key_of(target.key, &env.device, &env.sensor);
-            env.readings()
-                .map(|r| OutRecord {
-                    topic: target.topic.clone(),
-                    key: key.clone(),
-                    payload: r.to_json(),
-                    headers: vec![(
-                        READING_ID_HEADER.into(),
-                        format!("{}:{}:{}", r.device, r.epoch, r.sample.seq).into_bytes(),
-                    )],
-                })
-                .collect()
+            for r in env.readings() {
+                out.push(&target.topic, key.as_ref(), |b| r.write_json(b));
+                out.header(READING_ID_HEADER, |b| r.write_id(b));
+            }
+            out.readings = env.samples.len();
         }
-        (Some(env), Encoding::Passthrough) => vec![OutRecord {
-            topic: target.topic.clone(),
-            key: key_of(target.key, &env.device, &env.sensor),
-            payload: payload.to_vec(),
-            headers: nats_headers(headers, subject),
-        }],
-        (None, _) => vec![OutRecord {
-            topic: target.topic.clone(),
-            key: (target.key != KeyMode::None).then(|| Arc::from(subject.as_bytes())),
-            payload: payload.to_vec(),
-            headers: nats_headers(headers, subject),
-        }],
-    };
-    if let Some(big) = records
+        (Some(env), Encoding::Passthrough) => {
+            let key = key_of(target.key, &env.device, &env.sensor);
+            out.push(&target.topic, key.as_ref(), |b| {
+                b.extend_from_slice(payload)
+            });
+            out.nats_headers(headers, subject);
+            out.readings = env.samples.len();
+        }
+        (None, _) => {
+            let key = (target.key != KeyMode::None).then(|| Arc::from(subject.as_bytes()));
+            out.push(&target.topic, key.as_ref(), |b| {
+                b.extend_from_slice(payload)
+            });
+            out.nats_headers(headers, subject);
+        }
+    }
+    let big = out
         .iter()
         .map(|r| r.payload.len())
-        .find(|n| *n > max_record)
-    {
-        return Converted::Dead(DeadReason::Oversized {
+        .find(|n| *n > max_record);
+    if let Some(big) = big {
+        out.clear();
+        return Err(DeadReason::Oversized {
             bytes: big,
             limit: max_record,
         });
     }
-    let readings = envelope.map_or(0, |e| e.samples.len());
-    Converted::Records(records, readings)
+    Ok(())
 }
 
-/// The dead-letter record of a message: its payload (left out when larger
-/// than `max_record`), its NATS headers, and the reason, subject and stream
-/// sequence. Keyed by subject.
+/// The dead-letter record of a message, into `out` (cleared first): its
+/// payload (left out when larger than `max_record`), its NATS headers, and
+/// the reason, subject and stream sequence. Keyed by subject.
+#[allow(clippy::too_many_arguments)]
 pub fn dead_letter(
-    topic: Arc<str>,
+    topic: &Arc<str>,
     subject: &str,
     stream_seq: u64,
     headers: Option<&HeaderMap>,
     payload: &[u8],
     reason: &DeadReason,
     max_record: usize,
-) -> OutRecord {
-    let mut h = nats_headers(headers, subject);
-    h.push((DLQ_REASON_HEADER.into(), reason.to_string().into_bytes()));
-    h.push((DLQ_SUBJECT_HEADER.into(), subject.as_bytes().to_vec()));
-    h.push((
-        DLQ_STREAM_SEQ_HEADER.into(),
-        stream_seq.to_string().into_bytes(),
-    ));
-    let payload = if payload.len() > max_record {
-        h.push((
-            DLQ_SIZE_HEADER.into(),
-            payload.len().to_string().into_bytes(),
-        ));
-        Vec::new()
-    } else {
-        payload.to_vec()
-    };
-    OutRecord {
-        topic,
-        key: Some(Arc::from(subject.as_bytes())),
-        payload,
-        headers: h,
+    out: &mut Records,
+) {
+    out.clear();
+    let oversized = payload.len() > max_record;
+    let key: Arc<[u8]> = Arc::from(subject.as_bytes());
+    out.push(topic, Some(&key), |b| {
+        if !oversized {
+            b.extend_from_slice(payload);
+        }
+    });
+    out.nats_headers(headers, subject);
+    out.header(DLQ_REASON_HEADER, |b| {
+        b.extend_from_slice(reason.to_string().as_bytes());
+    });
+    out.header(DLQ_SUBJECT_HEADER, |b| {
+        b.extend_from_slice(subject.as_bytes())
+    });
+    out.header(DLQ_STREAM_SEQ_HEADER, |b| {
+        b.extend_from_slice(itoa::Buffer::new().format(stream_seq).as_bytes());
+    });
+    if oversized {
+        out.header(DLQ_SIZE_HEADER, |b| {
+            b.extend_from_slice(itoa::Buffer::new().format(payload.len()).as_bytes());
+        });
     }
 }
 
@@ -251,27 +364,79 @@ mod tests {
         h
     }
 
+    fn converted(
+        router: &Router,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+        max_record: usize,
+    ) -> Result<Records, DeadReason> {
+        let mut out = Records::default();
+        convert(router, subject, headers, payload, max_record, &mut out).map(|()| out)
+    }
+
     #[test]
     fn an_envelope_becomes_one_json_record_per_reading_keyed_by_device() {
         let env = envelope();
         let bytes = env.encode().unwrap();
         let h = msg_id_headers(&env.msg_id());
-        let Converted::Records(recs, n) = convert(
+        let recs = converted(
             &router(""),
             "tributary.pi-1.temp",
             Some(&h),
             &bytes,
             1 << 20,
-        ) else {
-            panic!("not records")
-        };
-        assert_eq!((recs.len(), n), (3, 3));
-        assert_eq!(recs[0].key.as_deref(), Some(&b"pi-1"[..]));
-        assert_eq!(&*recs[0].topic, "tributary.readings");
-        assert_eq!(recs[2].headers[0].0, READING_ID_HEADER);
-        assert_eq!(recs[2].headers[0].1, b"pi-1:7:3");
-        let json: serde_json::Value = serde_json::from_slice(&recs[1].payload).unwrap();
+        )
+        .unwrap();
+        assert_eq!((recs.len(), recs.readings()), (3, 3));
+        let r = recs.get(2).unwrap();
+        assert_eq!(r.key.map(|k| &**k), Some(&b"pi-1"[..]));
+        assert_eq!(&**r.topic, "tributary.readings");
+        assert_eq!(
+            r.headers().collect::<Vec<_>>(),
+            vec![(READING_ID_HEADER, &b"pi-1:7:3"[..])]
+        );
+        let json: serde_json::Value = serde_json::from_slice(recs.get(1).unwrap().payload).unwrap();
         assert_eq!(json["seq"], 2);
+    }
+
+    #[test]
+    fn converting_reuses_the_buffers_and_forgets_the_previous_message() {
+        let env = envelope();
+        let bytes = env.encode().unwrap();
+        let mut out = Records::default();
+        convert(
+            &router(""),
+            "tributary.pi-1.temp",
+            None,
+            &bytes,
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        let first: Vec<Vec<u8>> = out.iter().map(|r| r.payload.to_vec()).collect();
+        convert(
+            &router(""),
+            "other.thing",
+            None,
+            b"hello",
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out.get(0).unwrap().payload, b"hello");
+        convert(
+            &router(""),
+            "tributary.pi-1.temp",
+            None,
+            &bytes,
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        let again: Vec<Vec<u8>> = out.iter().map(|r| r.payload.to_vec()).collect();
+        assert_eq!(first, again);
     }
 
     #[test]
@@ -280,78 +445,105 @@ mod tests {
         let bytes = env.encode().unwrap();
         let h = msg_id_headers(&env.msg_id());
         let r = router("[kafka]\nencoding = \"passthrough\"\nkey = \"device_sensor\"\n");
-        let Converted::Records(recs, _) =
-            convert(&r, "tributary.pi-1.temp", Some(&h), &bytes, 1 << 20)
-        else {
-            panic!("not records")
-        };
+        let recs = converted(&r, "tributary.pi-1.temp", Some(&h), &bytes, 1 << 20).unwrap();
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].payload, bytes);
-        assert_eq!(recs[0].key.as_deref(), Some(&b"pi-1/temp"[..]));
-        assert!(
-            recs[0]
-                .headers
-                .contains(&(NATS_MSG_ID_HEADER.into(), env.msg_id().into_bytes()))
+        let rec = recs.get(0).unwrap();
+        assert_eq!(rec.payload, bytes);
+        assert_eq!(rec.key.map(|k| &**k), Some(&b"pi-1/temp"[..]));
+        assert_eq!(
+            rec.header(NATS_MSG_ID_HEADER),
+            Some(env.msg_id().as_bytes())
+        );
+        assert_eq!(
+            rec.header(SUBJECT_HEADER),
+            Some(&b"tributary.pi-1.temp"[..])
         );
     }
 
     #[test]
-    fn a_foreign_message_passes_through_keyed_by_subject_with_its_headers() {
+    fn a_foreign_message_passes_through_keyed_by_subject_with_its_headers_in_order() {
         let mut h = HeaderMap::new();
-        h.insert("Content-Type", "text/plain");
-        let Converted::Records(recs, n) =
-            convert(&router(""), "other.thing", Some(&h), b"hello", 1 << 20)
-        else {
-            panic!("not records")
-        };
-        assert_eq!(n, 0);
-        assert_eq!(recs[0].payload, b"hello");
-        assert_eq!(recs[0].key.as_deref(), Some(&b"other.thing"[..]));
-        assert!(
-            recs[0]
-                .headers
-                .contains(&("Content-Type".into(), b"text/plain".to_vec()))
+        h.insert("X-B", "2");
+        h.append("X-A", "9");
+        h.append("X-A", "1");
+        let recs = converted(&router(""), "other.thing", Some(&h), b"hello", 1 << 20).unwrap();
+        assert_eq!(recs.readings(), 0);
+        let rec = recs.get(0).unwrap();
+        assert_eq!(rec.payload, b"hello");
+        assert_eq!(rec.key.map(|k| &**k), Some(&b"other.thing"[..]));
+        assert_eq!(
+            rec.headers().collect::<Vec<_>>(),
+            vec![
+                ("X-A", &b"1"[..]),
+                ("X-A", &b"9"[..]),
+                ("X-B", &b"2"[..]),
+                (SUBJECT_HEADER, &b"other.thing"[..])
+            ]
         );
     }
 
     #[test]
     fn garbage_that_claims_to_be_an_envelope_is_a_dead_letter() {
         let h = msg_id_headers("pi-1:7:1+3");
-        let c = convert(
+        let c = converted(
             &router(""),
             "tributary.pi-1.temp",
             Some(&h),
             b"\x01garbage",
             1 << 20,
         );
-        assert!(
-            matches!(c, Converted::Dead(DeadReason::Undecodable(_))),
-            "{c:?}"
-        );
+        assert!(matches!(c, Err(DeadReason::Undecodable(_))), "{c:?}");
         assert!(agent_msg_id(Some(&msg_id_headers("a:b:1:2+3"))));
         assert!(!agent_msg_id(Some(&msg_id_headers("order-42"))));
     }
 
     #[test]
     fn an_oversized_record_is_a_dead_letter_that_leaves_the_payload_out() {
-        let c = convert(&router(""), "x.y", None, &[0u8; 100], 50);
-        let Converted::Dead(reason) = c else { panic!() };
-        assert_eq!(reason.label(), "oversized");
-        let d = dead_letter(Arc::from("dlq"), "x.y", 42, None, &[0u8; 100], &reason, 50);
-        assert!(d.payload.is_empty());
-        let get = |n: &str| {
-            d.headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
+        let Err(reason) = converted(&router(""), "x.y", None, &[0u8; 100], 50) else {
+            panic!("not a dead letter")
         };
-        assert_eq!(get(DLQ_STREAM_SEQ_HEADER), Some(b"42".to_vec()));
-        assert_eq!(get(DLQ_SUBJECT_HEADER), Some(b"x.y".to_vec()));
-        assert_eq!(get(DLQ_SIZE_HEADER), Some(b"100".to_vec()));
+        assert_eq!(reason.label(), "oversized");
+        let mut out = Records::default();
+        dead_letter(
+            &Arc::from("dlq"),
+            "x.y",
+            42,
+            None,
+            &[0u8; 100],
+            &reason,
+            50,
+            &mut out,
+        );
+        let d = out.get(0).unwrap();
+        assert!(d.payload.is_empty());
+        assert_eq!(&**d.topic, "dlq");
+        assert_eq!(d.header(DLQ_STREAM_SEQ_HEADER), Some(&b"42"[..]));
+        assert_eq!(d.header(DLQ_SUBJECT_HEADER), Some(&b"x.y"[..]));
+        assert_eq!(d.header(DLQ_SIZE_HEADER), Some(&b"100"[..]));
         assert!(
-            String::from_utf8(get(DLQ_REASON_HEADER).unwrap())
+            std::str::from_utf8(d.header(DLQ_REASON_HEADER).unwrap())
                 .unwrap()
                 .starts_with("oversized")
         );
+    }
+
+    #[test]
+    fn a_dead_letter_that_fits_keeps_its_payload_and_no_size_header() {
+        let mut out = Records::default();
+        let reason = DeadReason::Rejected("no".into());
+        dead_letter(
+            &Arc::from("dlq"),
+            "x.y",
+            1,
+            None,
+            b"abc",
+            &reason,
+            50,
+            &mut out,
+        );
+        let d = out.get(0).unwrap();
+        assert_eq!(d.payload, b"abc");
+        assert_eq!(d.header(DLQ_SIZE_HEADER), None);
+        assert_eq!(d.key.map(|k| &**k), Some(&b"x.y"[..]));
     }
 }
