@@ -23,14 +23,8 @@ struct Cli {
 enum Command {
     /// Run the agent until SIGTERM or SIGINT; SIGHUP reloads the sensors.
     Run {
-        /// Configuration file.
-        #[arg(
-            long,
-            short,
-            env = "TRIBUTARY_AGENT_CONFIG",
-            default_value = "/etc/tributary/agent.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -38,15 +32,22 @@ enum Command {
     /// Check the configuration: print it resolved (secrets hidden), or print
     /// the error and exit non-zero.
     Check {
-        /// Configuration file.
-        #[arg(
-            long,
-            short,
-            env = "TRIBUTARY_AGENT_CONFIG",
-            default_value = "/etc/tributary/agent.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
+}
+
+/// The `--config` option of `run` and `check`.
+#[derive(Debug, clap::Args)]
+struct ConfigFile {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        env = "TRIBUTARY_AGENT_CONFIG",
+        default_value = "/etc/tributary/agent.toml"
+    )]
+    config: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -58,10 +59,10 @@ enum LogFormat {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config.config),
         Command::Run { config, log_format } => {
             init_logging(log_format);
-            match run(&config) {
+            match run(&config.config) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");

@@ -22,17 +22,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the uplink until SIGTERM or Ctrl-C (in-flight work is drained).
-    Run {
-        /// The configuration file.
-        #[arg(long, short, env = "TRIBUTARY_UPLINK_CONFIG")]
-        config: PathBuf,
-    },
+    Run(ConfigFile),
     /// Check a configuration file and print it fully resolved, as TOML.
-    Check {
-        /// The configuration file.
-        #[arg(long, short, env = "TRIBUTARY_UPLINK_CONFIG")]
-        config: PathBuf,
-    },
+    Check(ConfigFile),
     /// Print readings from a Kafka topic, one line each.
     Tail {
         /// Bootstrap servers.
@@ -63,6 +55,14 @@ enum Command {
     },
 }
 
+/// The `--config` option of `run` and `check`.
+#[derive(Debug, clap::Args)]
+struct ConfigFile {
+    /// The configuration file.
+    #[arg(long, short, env = "TRIBUTARY_UPLINK_CONFIG")]
+    config: PathBuf,
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -80,8 +80,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Check(ConfigFile { config }) => check(&config),
+        Command::Run(ConfigFile { config }) => run(&config),
         Command::Tail {
             brokers,
             topic,
