@@ -68,6 +68,8 @@ fi
 # --- Debian packages ------------------------------------------------------------
 need_apt=()
 dpkg -s qemu-user-static >/dev/null 2>&1 || need_apt+=(qemu-user-static)
+# The arm64 glibc the aarch64 uplink (a glibc build) loads under qemu-user.
+dpkg -s libc6-arm64-cross >/dev/null 2>&1 || need_apt+=(libc6-arm64-cross)
 # systemd-analyze (unit security check in the tests). On a machine without
 # systemd as init this only installs the tools; it does not change PID 1.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
@@ -78,7 +80,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 else
-    log "qemu-user-static and systemd-analyze present"
+    log "qemu-user-static, libc6-arm64-cross and systemd-analyze present"
 fi
 
 log "done"
