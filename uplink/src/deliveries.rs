@@ -382,4 +382,66 @@ mod tests {
         reporter.join().unwrap();
         assert_eq!(done(&ledger), vec![("m", 1, false)]);
     }
+
+    /// One step of the property test: message `m` is sealed, or one of its
+    /// writes is reported (confirmed or not).
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        Seal(usize),
+        Report(usize, bool),
+    }
+
+    use proptest::strategy::{Just, Strategy};
+
+    proptest::proptest! {
+        /// Against a model: whatever the order of seals and reports, every
+        /// message is done exactly once, only after its seal and all its
+        /// reports, with the confirmed count and error the reports say.
+        #[test]
+        fn every_message_is_done_once_after_its_seal_and_reports_in_any_order(
+            (reports, events) in proptest::collection::vec(
+                proptest::collection::vec(proptest::bool::weighted(0.8), 0..4),
+                1..8,
+            )
+            .prop_flat_map(|reports| {
+                let mut events = Vec::new();
+                for (m, rs) in reports.iter().enumerate() {
+                    events.push(Event::Seal(m));
+                    events.extend(rs.iter().map(|ok| Event::Report(m, *ok)));
+                }
+                (Just(reports), Just(events).prop_shuffle())
+            })
+        ) {
+            let ledger: Ledger<usize> = Ledger::default();
+            let tickets: Vec<Ticket> = reports.iter().map(|_| ledger.open()).collect();
+            let mut applied = vec![0usize; reports.len()];
+            let mut done_at: Vec<Option<(u32, bool)>> = vec![None; reports.len()];
+            let mut out = Vec::new();
+            for event in events {
+                match event {
+                    Event::Seal(m) => {
+                        let writes = u32::try_from(reports[m].len()).unwrap();
+                        ledger.seal(tickets[m], writes, m);
+                        applied[m] += 1;
+                    }
+                    Event::Report(m, ok) => {
+                        let err = timed_out();
+                        ledger.settle(tickets[m].opaque(), if ok { Ok(()) } else { Err(&err) });
+                        applied[m] += 1;
+                    }
+                }
+                ledger.take_done(&mut out);
+                for (m, outcome) in out.drain(..) {
+                    proptest::prop_assert!(done_at[m].is_none(), "message {} done twice", m);
+                    proptest::prop_assert_eq!(applied[m], reports[m].len() + 1, "done early");
+                    done_at[m] = Some((outcome.confirmed, outcome.error.is_some()));
+                }
+            }
+            for (m, rs) in reports.iter().enumerate() {
+                let confirmed = u32::try_from(rs.iter().filter(|ok| **ok).count()).unwrap();
+                proptest::prop_assert_eq!(done_at[m], Some((confirmed, rs.contains(&false))));
+            }
+            proptest::prop_assert_eq!(ledger.in_flight(), 0);
+        }
+    }
 }

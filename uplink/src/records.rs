@@ -404,38 +404,19 @@ mod tests {
     fn converting_reuses_the_buffers_and_forgets_the_previous_message() {
         let env = envelope();
         let bytes = env.encode().unwrap();
+        let router = router("");
         let mut out = Records::default();
-        convert(
-            &router(""),
-            "tributary.pi-1.temp",
-            None,
-            &bytes,
-            1 << 20,
-            &mut out,
-        )
-        .unwrap();
-        let first: Vec<Vec<u8>> = out.iter().map(|r| r.payload.to_vec()).collect();
-        convert(
-            &router(""),
-            "other.thing",
-            None,
-            b"hello",
-            1 << 20,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out.get(0).unwrap().payload, b"hello");
-        convert(
-            &router(""),
-            "tributary.pi-1.temp",
-            None,
-            &bytes,
-            1 << 20,
-            &mut out,
-        )
-        .unwrap();
-        let again: Vec<Vec<u8>> = out.iter().map(|r| r.payload.to_vec()).collect();
+        let mut payloads_of = |subject: &str, payload: &[u8]| -> Vec<Vec<u8>> {
+            convert(&router, subject, None, payload, 1 << 20, &mut out).unwrap();
+            out.iter().map(|r| r.payload.to_vec()).collect()
+        };
+        let first = payloads_of("tributary.pi-1.temp", &bytes);
+        assert_eq!(
+            payloads_of("other.thing", b"hello"),
+            vec![b"hello".to_vec()]
+        );
+        let again = payloads_of("tributary.pi-1.temp", &bytes);
+        assert_eq!(first.len(), 3);
         assert_eq!(first, again);
     }
 
