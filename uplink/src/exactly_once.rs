@@ -91,6 +91,61 @@ impl HighWater {
     pub fn advance(&mut self, topic: &Arc<str>, partition: i32, origin: Origin) {
         self.marks.insert((topic.clone(), partition), Some(origin));
     }
+
+    /// The mark of `topic`/`partition`: `current` when it is that
+    /// partition's, else read anew (after recording `current`).
+    pub async fn mark<'r>(
+        &mut self,
+        current: Option<Mark<'r>>,
+        topic: &'r Arc<str>,
+        partition: i32,
+    ) -> Result<Mark<'r>, KafkaSetupError> {
+        match current {
+            Some(m) if m.partition == partition && Arc::ptr_eq(m.topic, topic) => return Ok(m),
+            Some(m) => self.record(m),
+            None => {}
+        }
+        Ok(Mark {
+            topic,
+            partition,
+            highest: self.get(topic, partition).await?,
+            advanced: false,
+        })
+    }
+
+    /// Records what was sent under `mark`.
+    pub fn record(&mut self, mark: Mark<'_>) {
+        if let (true, Some(origin)) = (mark.advanced, mark.highest) {
+            self.advance(mark.topic, mark.partition, origin);
+        }
+    }
+}
+
+/// The highest origin of the partition a message's records are going to,
+/// kept while they go there: the records of a message mostly share one
+/// partition, so it is read from [`HighWater`] once per run of them
+/// ([`HighWater::mark`]), raised as records are admitted, and recorded when
+/// the records move on or the message is sent ([`HighWater::record`]).
+#[derive(Debug)]
+pub struct Mark<'r> {
+    topic: &'r Arc<str>,
+    partition: i32,
+    highest: Option<Origin>,
+    /// Whether records were admitted since it was read.
+    advanced: bool,
+}
+
+impl Mark<'_> {
+    /// Whether a record of `origin` must be sent: it is above everything
+    /// the partition holds or was sent. If so it becomes the highest.
+    pub fn admit(&mut self, origin: Origin) -> bool {
+        if self.highest.is_some_and(|h| origin <= h) {
+            return false;
+        }
+        self.highest = Some(origin);
+        self.advanced = true;
+        true
+    }
 }
 
 #[cfg(test)]
@@ -113,5 +168,41 @@ mod tests {
         assert!(owns(5, 1, 2));
         assert!(!owns(5, 0, 2));
         assert!((0..12).all(|p| owns(p, 0, 1)));
+    }
+
+    fn o(seq: u64, index: u32) -> Origin {
+        Origin { seq, index }
+    }
+
+    #[tokio::test]
+    async fn a_mark_admits_only_origins_above_the_highest_and_is_recorded_when_records_move_on() {
+        // Marks already known are not read from Kafka.
+        let mut hw = HighWater::new(&KafkaSection::default());
+        let t: Arc<str> = Arc::from("t");
+        hw.advance(&t, 0, o(5, 2));
+        hw.advance(&t, 1, o(1, 0));
+        let mut m = hw.mark(None, &t, 0).await.unwrap();
+        assert!(!m.admit(o(5, 1)), "below the highest");
+        assert!(!m.admit(o(5, 2)), "the highest itself");
+        assert!(m.admit(o(5, 3)));
+        let mut m = hw.mark(Some(m), &t, 0).await.unwrap();
+        assert!(
+            !m.admit(o(5, 3)),
+            "the same partition keeps its raised mark"
+        );
+        assert_eq!(
+            hw.get(&t, 0).await.unwrap(),
+            Some(o(5, 2)),
+            "not recorded yet"
+        );
+        let mut m = hw.mark(Some(m), &t, 1).await.unwrap();
+        assert_eq!(
+            hw.get(&t, 0).await.unwrap(),
+            Some(o(5, 3)),
+            "recorded on moving on"
+        );
+        assert!(m.admit(o(5, 4)));
+        hw.record(m);
+        assert_eq!(hw.get(&t, 1).await.unwrap(), Some(o(5, 4)));
     }
 }

@@ -1,6 +1,6 @@
 //! The Kafka side: the producer's settings, topics (created or checked),
-//! partition counts, and reading the last record of a partition (for the
-//! exactly-once mode).
+//! partition counts, reading the last record of a partition (for the
+//! exactly-once mode), and which write errors are permanent or fatal.
 
 use crate::deliveries::Ledger;
 use crate::health::Health;
@@ -393,4 +393,38 @@ pub fn last_header(
     Err(fail(format!(
         "did not reach the end of the partition from offset {start} within 30s"
     )))
+}
+
+/// A record refused by Kafka for good: writing it again cannot succeed.
+pub(crate) fn permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
+}
+
+/// Errors after which an idempotent producer accepts nothing more and must
+/// be replaced.
+pub(crate) fn fatal(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+        )
+    )
 }

@@ -16,9 +16,9 @@
 //! [`producer_config`](crate::kafka::producer_config) for why).
 
 use crate::deliveries::{Ledger, Outcome};
-use crate::exactly_once::{HighWater, Origin, owns};
+use crate::exactly_once::{HighWater, Mark, Origin, owns};
 use crate::health::Health;
-use crate::kafka::{KafkaSetupError, Producer, Topics};
+use crate::kafka::{KafkaSetupError, Producer, Topics, fatal, permanent};
 use crate::metrics::Metrics;
 use crate::murmur2::partition_for_key;
 use crate::records::{self, DeadReason, ORIGIN_HEADER, Record, Records};
@@ -84,25 +84,6 @@ impl std::fmt::Debug for Session<'_> {
             .field("exactly_once", &self.high_water.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A record refused by Kafka for good: writing it again cannot succeed.
-fn permanent(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::MessageBatchTooLarge
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownPartition
-        )
-    )
 }
 
 enum Dispatch {
@@ -441,39 +422,17 @@ impl Session<'_> {
                     seq,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                 };
-                let m = match mark.take() {
-                    Some(m) if m.partition == p && Arc::ptr_eq(m.topic, rec.topic) => m,
-                    other => {
-                        if let Some(Mark {
-                            topic,
-                            partition,
-                            highest: Some(o),
-                            advanced: true,
-                        }) = other
-                        {
-                            hw.advance(topic, partition, o);
-                        }
-                        match hw.get(rec.topic, p).await {
-                            Ok(highest) => Mark {
-                                topic: rec.topic,
-                                partition: p,
-                                highest,
-                                advanced: false,
-                            },
-                            Err(e) => {
-                                ledger.abandon(ticket, writes);
-                                return Err(format!("exactly-once: {e}"));
-                            }
-                        }
+                let m = match hw.mark(mark.take(), rec.topic, p).await {
+                    Ok(m) => mark.insert(m),
+                    Err(e) => {
+                        ledger.abandon(ticket, writes);
+                        return Err(format!("exactly-once: {e}"));
                     }
                 };
-                let mark = mark.insert(m);
-                if mark.highest.is_some_and(|m| origin <= m) {
+                if !m.admit(origin) {
                     self.metrics.skipped.fetch_add(1, Relaxed);
                     continue;
                 }
-                mark.highest = Some(origin);
-                mark.advanced = true;
                 origin_value.clear();
                 write!(origin_value, "{origin}").expect("writing to a String cannot fail");
                 headers = headers.insert(Header {
@@ -543,17 +502,8 @@ impl Session<'_> {
 
     /// Records in the high-water marks what was sent to `mark`'s partition.
     fn flush_mark(&mut self, mark: Option<Mark<'_>>) {
-        if let (
-            Some(hw),
-            Some(Mark {
-                topic,
-                partition,
-                highest: Some(origin),
-                advanced: true,
-            }),
-        ) = (self.high_water.as_mut(), mark)
-        {
-            hw.advance(topic, partition, origin);
+        if let (Some(hw), Some(mark)) = (self.high_water.as_mut(), mark) {
+            hw.record(mark);
         }
     }
 
@@ -620,30 +570,4 @@ fn same_target(a: &Record<'_>, b: &Record<'_>) -> bool {
             (None, None) => true,
             _ => false,
         }
-}
-
-/// Exactly-once: the highest origin of the partition the last records
-/// went to, updated as they are sent and recorded in [`HighWater`] when
-/// the records move on to another partition or the message is sent.
-struct Mark<'r> {
-    topic: &'r Arc<str>,
-    partition: i32,
-    highest: Option<Origin>,
-    /// Whether records were sent since it was read.
-    advanced: bool,
-}
-
-/// Errors after which an idempotent producer accepts nothing more and must
-/// be replaced.
-fn fatal(err: &KafkaError) -> bool {
-    matches!(
-        err.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fatal
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-                | RDKafkaErrorCode::OutOfOrderSequenceNumber
-                | RDKafkaErrorCode::UnknownProducerId
-        )
-    )
 }
