@@ -185,11 +185,17 @@ async fn serve(
                 return Ok(());
             }
             SessionEnd::Failed(why) => {
-                error!(
-                    why,
-                    exactly_once,
-                    "the drain session failed; starting a new one (exactly-once: from what Kafka holds)"
-                );
+                if exactly_once {
+                    error!(
+                        why,
+                        "the drain session failed; starting a new one from what Kafka holds"
+                    );
+                } else {
+                    error!(
+                        why,
+                        "the drain session failed; starting a new one with a new producer (unacknowledged messages are redelivered)"
+                    );
+                }
                 // Stop the old producer for good before reading what Kafka
                 // holds: nothing it queued may land after that. Purging
                 // and destroying it block (librdkafka joins its threads),
