@@ -143,27 +143,28 @@ impl<T> Ledger<T> {
     /// Seals `ticket` after `writes` records were handed to the producer
     /// for `item`. With no writes, the message is done at once.
     pub fn seal(&self, ticket: Ticket, writes: u32, item: T) {
-        let mut inner = self.lock();
-        let i = ticket.opaque();
-        let slot = &mut inner.slots[i];
-        slot.balance += i64::from(writes);
-        slot.sealed = true;
-        slot.item = Some(item);
-        inner.in_flight += 1;
-        if inner.slots[i].balance == 0 {
-            self.finish(&mut inner, i);
-        }
+        self.close(ticket, writes, Some(item));
     }
 
     /// Gives up on `ticket` after `writes` records were handed to the
     /// producer: nobody waits for them, and the slot is reused once their
     /// reports came back.
     pub fn abandon(&self, ticket: Ticket, writes: u32) {
+        self.close(ticket, writes, None);
+    }
+
+    /// Seals `ticket` with `writes` expected reports, for `item` (counted
+    /// in flight until taken) or for nobody.
+    fn close(&self, ticket: Ticket, writes: u32, item: Option<T>) {
         let mut inner = self.lock();
+        if item.is_some() {
+            inner.in_flight += 1;
+        }
         let i = ticket.opaque();
         let slot = &mut inner.slots[i];
         slot.balance += i64::from(writes);
         slot.sealed = true;
+        slot.item = item;
         if slot.balance == 0 {
             self.finish(&mut inner, i);
         }
@@ -189,9 +190,10 @@ impl<T> Ledger<T> {
     /// Moves the done messages, oldest first, with their outcomes into
     /// `out`, and frees their slots.
     pub fn take_done(&self, out: &mut Vec<(T, Outcome)>) {
-        let mut inner = self.lock();
-        let done = std::mem::take(&mut inner.done);
-        for &i in &done {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.in_flight -= inner.done.len();
+        for i in inner.done.drain(..) {
             let slot = &mut inner.slots[i as usize];
             let item = slot.item.take().expect("a done slot holds its message");
             out.push((
@@ -204,11 +206,6 @@ impl<T> Ledger<T> {
             ));
             inner.free.push(i);
         }
-        inner.in_flight -= done.len();
-        // Keep the queue's buffer for the next batch.
-        let mut done = done;
-        done.clear();
-        inner.done = done;
     }
 
     /// Takes one sealed message whose ticket was opened before `before`

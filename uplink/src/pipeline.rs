@@ -219,11 +219,14 @@ impl Session<'_> {
                 result = r;
             }
         }
-        self.metrics.in_flight.store(
-            i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX),
-            Relaxed,
-        );
+        self.publish_in_flight(ledger);
         result
+    }
+
+    /// Sets the in-flight gauge from the ledger.
+    fn publish_in_flight(&self, ledger: &Ledger<InFlight>) {
+        let n = i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX);
+        self.metrics.in_flight.store(n, Relaxed);
     }
 
     /// At-least-once: a message whose writes Kafka has not answered for
@@ -493,10 +496,7 @@ impl Session<'_> {
                 dead_letter,
             },
         );
-        self.metrics.in_flight.store(
-            i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX),
-            Relaxed,
-        );
+        self.publish_in_flight(&ledger);
         Ok(Dispatch::Pending)
     }
 
