@@ -29,12 +29,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::ffi::OsStr;
 use std::future::IntoFuture;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tributary_agent::batcher::{BatchLimits, Batcher};
-use tributary_agent::buffer::{Buffer, BufferConfig, WhenFull};
+use tributary_agent::batcher::{self, BatchLimits};
+use tributary_agent::buffer::{AppendOutcome, Buffer, BufferConfig, WhenFull};
 use tributary_agent::sensors::{Observation, SensorMeta};
-use tributary_agent::stats::AgentStats;
 use tributary_tests::tributary::{scrape_metric, start_program};
 use tributary_tests::{NatsServer, ServerProcess, free_port};
 use tributary_wire::{Envelope, Value};
@@ -175,21 +174,16 @@ fn backlog_buffer(dir: &Path) -> BufferConfig {
     }
 }
 
-/// Writes the backlog with the agent's batcher: one commit (one fdatasync) per
-/// `per_message` rounds of one reading per sensor. Returns the frame bytes written.
+/// Writes the backlog with the agent's own cutting ([`batcher::messages`])
+/// straight into the buffer: one group commit per `per_message` rounds of one
+/// reading per sensor. Returns the frame bytes written.
 fn fill(dir: &Path, args: &Args) -> Result<u64, Error> {
-    let buffer = Buffer::open(backlog_buffer(dir))?.0;
-    let buffer = Arc::new(Mutex::new(buffer));
-    let stats = Arc::new(AgentStats::default());
-    let mut batcher = Batcher::new(
-        buffer.clone(),
-        DEVICE.to_owned(),
-        BatchLimits {
-            max_readings: args.per_message,
-            max_message_size: 64 * 1024,
-        },
-        stats.clone(),
-    );
+    let mut buffer = Buffer::open(backlog_buffer(dir))?.0;
+    let epoch = buffer.epoch();
+    let limits = BatchLimits {
+        max_readings: args.per_message,
+        max_message_size: 64 * 1024,
+    };
     let sensors: Vec<Arc<SensorMeta>> = (0..SENSORS)
         .map(|i| {
             Arc::new(SensorMeta {
@@ -217,14 +211,16 @@ fn fill(dir: &Path, args: &Args) -> Result<u64, Error> {
             }
             t += 1_000_000_000;
         }
-        let done = batcher.commit(&mut pending)?;
-        assert!(!done.blocked && done.dropped_newest == 0, "fill: {done:?}");
+        let seqs = buffer.allocate_seqs(pending.len() as u64)?;
+        let sequenced = pending.drain(..).zip(seqs);
+        for m in batcher::messages(DEVICE, epoch, &limits, "tributary", sequenced) {
+            match buffer.append(&m.bytes)? {
+                AppendOutcome::Stored(_) => {}
+                AppendOutcome::DroppedNewest => return Err("fill: buffer full".into()),
+            }
+        }
+        buffer.flush()?;
     }
-    drop(batcher);
-    let mut buffer = Arc::try_unwrap(buffer)
-        .map_err(|_| "buffer still shared")?
-        .into_inner()
-        .map_err(|_| "poisoned")?;
     let bytes = buffer.stats().bytes_written;
     buffer.close()?;
     Ok(bytes)

@@ -1,31 +1,32 @@
-//! Group commit: observations become envelopes in the disk buffer.
+//! Cutting readings into messages: observations become encoded envelopes
+//! within a few milliseconds of being taken.
 //!
-//! Sensors send [`Observation`]s into a bounded channel. Once per flush
-//! interval the batcher takes everything that arrived, gives each reading
+//! Sensors send [`Observation`]s into a bounded channel. The batcher takes
+//! the first one, lingers up to `forward.linger` for more (taking everything
+//! that is already waiting without delay), then cuts: it gives each reading
 //! its sequence number (in arrival order, from the buffer's never-repeating
-//! allocator), groups the readings per sensor into wire [`Envelope`]s of at
-//! most `max_readings` readings and `max_message_size` bytes, appends each
-//! envelope as one buffer record and makes them durable with one `fdatasync`.
+//! allocator), groups the readings per sensor and clock state into wire
+//! [`Envelope`]s of at most `max_readings` readings and `max_message_size`
+//! bytes, encodes each once, and hands the [`Message`]s to the link. A cut
+//! happens earlier as soon as the pending readings could fill a message.
 //!
-//! Because a message is cut before it is written, its boundaries (and so its
-//! `Nats-Msg-Id`) are recorded on disk: a resend after a lost ack or a crash
-//! is byte-for-byte the same message, which the hub's duplicate window drops.
+//! Because a message is cut and encoded exactly once, its bytes and its
+//! `Nats-Msg-Id` never change: whether it is published at once, written to
+//! the disk buffer and resent after an outage, or resent after a crash, the
+//! hub sees the identical message and its duplicate window drops repeats.
 //!
-//! The price is the documented power-cut window: readings taken since the
-//! last flush live only in memory, so a power cut loses at most one flush
-//! interval of readings.
+//! Durability is the link's business (see [`crate::link`]): a message is on
+//! the disk or acknowledged by the hub within one flush interval of the
+//! moment its first reading arrived here.
 
-use crate::buffer::{AppendError, AppendOutcome, Buffer, FlushError, SeqError};
+use crate::buffer_owner::{BufferGone, BufferHandle};
 use crate::sensors::Observation;
-use crate::stats::AgentStats;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tributary_wire::{EncodeError, Envelope, Sample};
-
-/// The buffer, shared by the batcher (append, flush) and the forwarder
-/// (read, ack). The lock is only ever taken inside blocking sections, never
-/// across an `.await`.
-pub type SharedBuffer = Arc<Mutex<Buffer>>;
 
 /// How the batcher cuts messages.
 #[derive(Debug, Clone)]
@@ -36,128 +37,196 @@ pub struct BatchLimits {
     pub max_message_size: usize,
 }
 
-/// Why a commit failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    /// Sequence numbers could not be reserved (the meta file could not be
-    /// written); the readings are kept in memory and retried.
-    #[error("cannot reserve sequence numbers")]
-    Seq(#[from] SeqError),
-    /// Appending failed; the buffer must be reopened.
-    #[error("cannot append to the buffer")]
-    Append(#[source] AppendError),
-    /// The fsync failed; readings since the last flush may be lost.
-    #[error("cannot flush the buffer")]
-    Flush(#[from] FlushError),
-}
-
-/// What one commit did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Committed {
-    /// Envelopes appended.
-    pub messages: usize,
-    /// Readings in them.
+/// One cut message, encoded once, ready to publish.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The encoded envelope.
+    pub bytes: Bytes,
+    /// `<prefix>.<device>.<sensor>`.
+    pub subject: String,
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// Readings in it.
     pub readings: usize,
-    /// Readings refused by the `drop_newest` policy.
-    pub dropped_newest: usize,
-    /// With the `block` policy: the buffer is full and readings are still
-    /// pending; call again after acknowledgements freed space.
-    pub blocked: bool,
+    /// When its first reading reached the batcher: the link makes it
+    /// durable within one flush interval of this.
+    pub taken_at: Instant,
+    /// Timestamp of its first reading (UTC ns), for latency figures.
+    pub first_timestamp_ns: i64,
 }
 
-/// Cuts pending observations into envelopes and writes them durably.
-#[derive(Debug)]
-pub struct Batcher {
-    buffer: SharedBuffer,
-    device: String,
-    epoch: u64,
-    limits: BatchLimits,
-    stats: Arc<AgentStats>,
-    /// Envelopes cut and sequenced but not yet appended (only while the
-    /// `block` policy holds them back).
-    held: Vec<(Vec<u8>, usize)>,
+/// Why the batcher stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Sequence numbers could not be had: the buffer thread stopped (its
+    /// own error is the cause).
+    #[error("cannot reserve sequence numbers")]
+    Seqs(#[from] BufferGone),
+    /// The link stopped taking messages (its own error is the cause).
+    #[error("the link stopped taking messages")]
+    LinkGone,
 }
 
-impl Batcher {
-    /// A batcher for `device`, writing into `buffer`.
-    pub fn new(
-        buffer: SharedBuffer,
-        device: String,
-        limits: BatchLimits,
-        stats: Arc<AgentStats>,
-    ) -> Self {
-        let epoch = buffer.lock().expect("buffer mutex poisoned").epoch();
-        Batcher {
-            buffer,
-            device,
-            epoch,
-            limits,
-            stats,
-            held: Vec::new(),
-        }
-    }
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// The device id.
+    pub device: String,
+    /// Subject prefix.
+    pub subject_prefix: String,
+    /// Message size limits.
+    pub limits: BatchLimits,
+    /// How long the first pending reading waits for company.
+    pub linger: Duration,
+}
 
-    /// The installation epoch of the buffer.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Whether envelopes are held back by a full buffer (`block` policy).
-    pub fn is_blocked(&self) -> bool {
-        !self.held.is_empty()
-    }
-
-    /// Sequences, cuts, appends and flushes `pending` (which is emptied).
-    /// Blocking I/O: call from a blocking task.
-    pub fn commit(&mut self, pending: &mut Vec<Observation>) -> Result<Committed, CommitError> {
-        let mut buffer = self.buffer.lock().expect("buffer mutex poisoned");
-        if !pending.is_empty() {
-            let seqs = buffer.allocate_seqs(pending.len() as u64)?;
-            let envelopes = cut(
-                &self.device,
-                self.epoch,
-                &self.limits,
-                pending.drain(..).zip(seqs),
-            );
-            for env in envelopes {
-                match env.encode() {
-                    Ok(bytes) => self.held.push((bytes, env.samples.len())),
-                    Err(e) => log_unencodable(&env, &e),
+/// Cuts observations from `rx` into messages for `out` until `rx` closes
+/// (the sensors stopped); then cuts what is pending and returns.
+pub async fn run(
+    mut rx: mpsc::Receiver<Observation>,
+    out: mpsc::Sender<Message>,
+    buffer: BufferHandle,
+    settings: BatchSettings,
+) -> Result<(), BatchError> {
+    let epoch = buffer.epoch();
+    let mut pending: Vec<(Observation, Instant)> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut open = true;
+    while open {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(obs) => {
+                    pending_bytes += obs_size(&obs);
+                    pending.push((obs, Instant::now()));
                 }
+                None => break,
             }
         }
-        let mut done = Committed::default();
-        let mut appended = 0;
-        for (bytes, readings) in &self.held {
-            match buffer.append(bytes) {
-                Ok(AppendOutcome::Stored(_)) => {
-                    done.messages += 1;
-                    done.readings += readings;
+        // Whatever is already waiting joins without delay.
+        while !full(&pending, pending_bytes, &settings.limits) {
+            match rx.try_recv() {
+                Ok(obs) => {
+                    pending_bytes += obs_size(&obs);
+                    pending.push((obs, Instant::now()));
                 }
-                Ok(AppendOutcome::DroppedNewest) => {
-                    done.dropped_newest += readings;
-                    self.stats
-                        .dropped_readings
-                        .fetch_add(*readings as u64, Ordering::Relaxed);
-                }
-                Err(AppendError::Full { .. }) => {
-                    done.blocked = true;
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
                     break;
                 }
-                Err(e) => {
-                    // Keep what was not appended; the caller reopens the buffer.
-                    self.held.drain(..appended);
-                    return Err(CommitError::Append(e));
-                }
             }
-            appended += 1;
         }
-        self.held.drain(..appended);
-        // Also persists the ack cursor when acknowledgements moved it; costs
-        // nothing when neither records nor the cursor changed.
-        buffer.flush()?;
-        Ok(done)
+        let deadline = pending[0].1 + settings.linger;
+        while open && !full(&pending, pending_bytes, &settings.limits) {
+            tokio::select! {
+                biased;
+                obs = rx.recv() => match obs {
+                    Some(obs) => {
+                        pending_bytes += obs_size(&obs);
+                        pending.push((obs, Instant::now()));
+                    }
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        cut_and_send(&mut pending, &out, &buffer, epoch, &settings).await?;
+        pending_bytes = 0;
     }
+    if !pending.is_empty() {
+        cut_and_send(&mut pending, &out, &buffer, epoch, &settings).await?;
+    }
+    Ok(())
+}
+
+/// Whether the pending readings could fill one message already.
+fn full(pending: &[(Observation, Instant)], bytes: usize, limits: &BatchLimits) -> bool {
+    pending.len() >= limits.max_readings || bytes >= limits.max_message_size
+}
+
+/// An upper bound of what an observation adds to an envelope.
+fn obs_size(obs: &Observation) -> usize {
+    Sample {
+        seq: u64::MAX,
+        timestamp_ns: obs.timestamp_ns,
+        value: obs.value.clone(),
+    }
+    .encoded_len()
+}
+
+async fn cut_and_send(
+    pending: &mut Vec<(Observation, Instant)>,
+    out: &mpsc::Sender<Message>,
+    buffer: &BufferHandle,
+    epoch: u64,
+    settings: &BatchSettings,
+) -> Result<(), BatchError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let seqs = buffer.allocate_seqs(pending.len() as u64).await?;
+    let taken: Vec<Instant> = pending.iter().map(|(_, at)| *at).collect();
+    let sequenced = pending.drain(..).map(|(obs, _)| obs).zip(seqs.clone());
+    let envelopes = cut(&settings.device, epoch, &settings.limits, sequenced);
+    for env in envelopes {
+        let Some(message) = encode(&env, &settings.subject_prefix, |seq| {
+            usize::try_from(seq - seqs.start)
+                .ok()
+                .and_then(|i| taken.get(i))
+                .copied()
+        }) else {
+            continue;
+        };
+        out.send(message).await.map_err(|_| BatchError::LinkGone)?;
+    }
+    Ok(())
+}
+
+/// Encodes one envelope into a [`Message`]; `taken_at` maps a sequence
+/// number to the arrival of its reading. None (logged) if it cannot be
+/// encoded.
+fn encode(
+    env: &Envelope,
+    prefix: &str,
+    taken_at: impl Fn(u64) -> Option<Instant>,
+) -> Option<Message> {
+    let bytes = match env.encode() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            log_unencodable(env, &e);
+            return None;
+        }
+    };
+    let first = env.samples.first()?;
+    let taken_at = env
+        .samples
+        .iter()
+        .filter_map(|s| taken_at(s.seq))
+        .min()
+        .unwrap_or_else(Instant::now);
+    Some(Message {
+        bytes: bytes.into(),
+        subject: env.subject(prefix),
+        msg_id: env.msg_id(),
+        readings: env.samples.len(),
+        taken_at,
+        first_timestamp_ns: first.timestamp_ns,
+    })
+}
+
+/// Cuts and encodes already sequenced observations into messages, as the
+/// batcher does (for tools and benchmarks that fill a buffer directly).
+pub fn messages(
+    device: &str,
+    epoch: u64,
+    limits: &BatchLimits,
+    prefix: &str,
+    sequenced: impl Iterator<Item = (Observation, u64)>,
+) -> Vec<Message> {
+    cut(device, epoch, limits, sequenced)
+        .iter()
+        .filter_map(|env| encode(env, prefix, |_| None))
+        .collect()
 }
 
 fn log_unencodable(env: &Envelope, e: &EncodeError) {
@@ -229,3 +298,7 @@ pub fn cut(
 fn envelope_overhead(env: &Envelope) -> usize {
     env.encoded_len() + 9
 }
+
+#[cfg(test)]
+#[path = "batcher_tests.rs"]
+mod tests;

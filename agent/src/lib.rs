@@ -1,19 +1,34 @@
 //! `tributary-agent`: the edge agent that runs on the Pi.
 //!
-//! Sensors ([`sensors`]) produce observations into a bounded channel; once
-//! per flush interval the [`batcher`] groups them per sensor into wire
-//! envelopes, appends them to the on-disk [`buffer`] and fsyncs once (group
-//! commit); the [`forwarder`] publishes committed records to the hub's
-//! JetStream through the local leafnode, many in flight, and acknowledges a
-//! record in the buffer only when the hub acknowledged it. [`run`] wires it
-//! all together under one shutdown signal.
+//! Sensors ([`sensors`]) produce observations into a bounded channel; within
+//! a linger of a few milliseconds the [`batcher`] cuts them per sensor into
+//! encoded wire envelopes; the [`link`] publishes each at once to the hub's
+//! JetStream through the local leafnode and holds it in memory until the hub
+//! acknowledges it, spilling to the on-disk [`buffer`] only what is not
+//! acknowledged within one flush interval (and sending the disk backlog
+//! after an outage). The buffer has one owner, a thread of its own
+//! ([`buffer_owner`]). [`run`] supervises it all under one shutdown signal.
 
 pub mod batcher;
 pub mod buffer;
-pub mod forwarder;
+pub mod buffer_owner;
+pub mod link;
 pub mod metrics;
 pub mod nats_connect;
 pub mod run;
 pub mod sensors;
+pub mod state_lock;
 pub mod stats;
 pub mod systemd;
+
+/// An error and its sources, `: `-separated, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

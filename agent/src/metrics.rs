@@ -92,6 +92,31 @@ pub fn render(stats: &AgentStats) -> String {
         "Bytes written to the buffer's files since start.",
         stats.bytes_written.load(Relaxed),
     );
+    gauge(
+        "tributary_agent_spilled_messages_total",
+        "counter",
+        "Messages written to the buffer because the hub had not acknowledged them within the flush interval.",
+        stats.spilled_messages.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_buffer_syncs_total",
+        "counter",
+        "fdatasync/fsync calls of the buffer since start.",
+        stats.buffer_syncs.load(Relaxed),
+    );
+    let state = crate::link::LinkState::from_code(stats.link_state.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP tributary_agent_link_state The link's state: live (publishing as readings are taken), spilling (backing off, readings go to disk) or catching_up (sending the disk backlog).\n# TYPE tributary_agent_link_state gauge"
+    );
+    for s in crate::link::LinkState::ALL {
+        let _ = writeln!(
+            out,
+            "tributary_agent_link_state{{state=\"{}\"}} {}",
+            s.name(),
+            u8::from(s == state)
+        );
+    }
     let sensors = stats.sensors();
     for (name, help) in [
         ("readings", "Readings taken."),

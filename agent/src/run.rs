@@ -1,35 +1,53 @@
-//! The agent's life cycle: open the buffer, start sensors, batcher and
-//! forwarder, reload sensors on request, and stop everything in order on one
-//! shutdown signal.
+//! The agent's life cycle: lock the state directory, open the buffer on its
+//! own thread, start sensors, batcher and link, reload sensors on request,
+//! and supervise it all.
 //!
-//! Shutdown order, so that nothing accepted is lost: the sensors stop first;
-//! the batcher commits what they sent (one last fsync); the forwarder waits
-//! up to a deadline for the acks of messages in flight; the buffer is closed
-//! (its cursor persisted). Whatever the hub did not acknowledge stays in the
-//! buffer for the next start.
+//! Supervision (mini-redis's `run` is the model): the loop selects on the
+//! shutdown signal, on reloads, and on the end of every task it started —
+//! the buffer thread, the batcher, the link and the metrics endpoint. None
+//! of them ends on its own in a healthy agent, so the first that does ends
+//! the run: the others are stopped in order and [`run`] returns the cause,
+//! so the process exits non-zero and systemd restarts it. A half-alive
+//! agent (sensors running, nothing committing or forwarding) cannot happen.
+//!
+//! Shutdown order, so that nothing accepted is lost and every state ends
+//! within a bound: the sensors stop first (a sensor stuck in a read is
+//! abandoned, not waited for); the batcher cuts what they sent; the link
+//! publishes that if the hub is reachable, waits up to `forward.ack_timeout`
+//! for the acks in flight, spills whatever is unacknowledged to the buffer
+//! and closes it (cursor persisted). Whatever the hub did not acknowledge
+//! stays in the buffer for the next start.
 
-use crate::batcher::{BatchLimits, Batcher, CommitError, SharedBuffer};
+use crate::batcher::{self, BatchError, BatchLimits, BatchSettings, Message};
 use crate::buffer::{Buffer, BufferConfig, OpenError};
-use crate::forwarder::{Backoff, ForwardError, ForwardSettings, Forwarder};
+use crate::buffer_owner::{self, BufferThreadError};
+use crate::link::{Backoff, Link, LinkError, LinkSettings};
 use crate::nats_connect::{self, ConnectError};
 use crate::sensors::{self, Observation, SensorContext};
+use crate::state_lock::{LockError, StateLock};
 use crate::stats::AgentStats;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_config::AgentConfig;
 
 /// Observations waiting for the batcher; sensors wait when it is full.
 const OBSERVATION_CHANNEL: usize = 1024;
-/// Most observations held in memory between two flushes; reaching it
-/// commits early.
-const MAX_PENDING: usize = 16 * 1024;
+/// Cut messages waiting for the link; the batcher waits when it is full.
+const MESSAGE_CHANNEL: usize = 256;
+/// How long stopping sensors may take before they are abandoned.
+const SENSOR_STOP: Duration = Duration::from_secs(2);
+/// How long the last NATS flush may take at shutdown.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Another agent runs on the same state directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// The buffer directory could not be opened; check its path and
     /// permissions.
     #[error("cannot open the buffer")]
@@ -37,12 +55,27 @@ pub enum RunError {
     /// The NATS connection could not be set up.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// Writing to the buffer failed; restarting reopens and recovers it.
-    #[error("buffer write failed")]
-    Commit(#[from] CommitError),
-    /// Reading the buffer failed; restarting reopens and recovers it.
-    #[error("forwarding failed")]
-    Forward(#[from] ForwardError),
+    /// The buffer failed (I/O error); restarting reopens and recovers it.
+    #[error("the buffer failed")]
+    Buffer(#[from] BufferThreadError),
+    /// The batcher stopped.
+    #[error("the batcher stopped")]
+    Batch(#[from] BatchError),
+    /// The link stopped.
+    #[error("the link stopped")]
+    Link(#[from] LinkError),
+    /// The metrics endpoint failed (e.g. its port is taken).
+    #[error("the metrics endpoint on {addr} failed")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task ended although nothing asked it to (a bug).
+    #[error("the {0} ended unexpectedly")]
+    Ended(&'static str),
     /// A task panicked.
     #[error("a task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -65,9 +98,47 @@ pub fn buffer_config(cfg: &AgentConfig) -> BufferConfig {
     }
 }
 
-/// Runs the agent until `shutdown` is cancelled. `reload` delivers new
-/// configurations (SIGHUP): the sensors are restarted with the new list;
-/// buffered data is kept. `ready` is called once the buffer is open.
+/// The link settings for `cfg`.
+pub fn link_settings(cfg: &AgentConfig) -> LinkSettings {
+    LinkSettings {
+        subject_prefix: cfg.forward.subject_prefix.clone(),
+        ack_timeout: cfg.forward.ack_timeout.get(),
+        max_in_flight: cfg.forward.max_in_flight.get(),
+        backoff: Backoff::new(
+            cfg.forward.backoff_initial.get(),
+            cfg.forward.backoff_max.get(),
+        ),
+        flush_interval: cfg.buffer.flush_interval.get(),
+        drain_deadline: cfg.forward.ack_timeout.get(),
+    }
+}
+
+/// The batcher settings for `cfg`.
+pub fn batch_settings(cfg: &AgentConfig) -> BatchSettings {
+    BatchSettings {
+        device: cfg.agent.device.get_ref().clone(),
+        subject_prefix: cfg.forward.subject_prefix.clone(),
+        limits: BatchLimits {
+            max_readings: cfg.forward.max_readings.get(),
+            max_message_size: usize::try_from(cfg.forward.max_message_size.as_u64())
+                .unwrap_or(usize::MAX),
+        },
+        linger: cfg.forward.linger,
+    }
+}
+
+/// The tasks the supervisor watches.
+struct Tasks {
+    link: JoinHandle<Result<(), LinkError>>,
+    batcher: JoinHandle<Result<(), BatchError>>,
+    buffer: buffer_owner::BufferThread,
+    metrics: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+/// Runs the agent until `shutdown` is cancelled or a task fails. `reload`
+/// delivers new configurations (SIGHUP): the sensors are restarted with the
+/// new list; buffered data is kept. `ready` is called once the buffer is
+/// open and every task runs.
 pub async fn run(
     cfg: AgentConfig,
     shutdown: CancellationToken,
@@ -75,6 +146,7 @@ pub async fn run(
     ready: impl FnOnce(Handles),
 ) -> Result<(), RunError> {
     let stats = Arc::new(AgentStats::default());
+    let _lock = StateLock::take(&cfg.buffer_dir())?;
     let bcfg = buffer_config(&cfg);
     let (buffer, report) = tokio::task::spawn_blocking(move || Buffer::open(bcfg)).await??;
     tracing::info!(
@@ -84,7 +156,7 @@ pub async fn run(
         quarantined = report.quarantined.len(),
         "buffer open"
     );
-    let buffer: SharedBuffer = Arc::new(Mutex::new(buffer));
+    let (handle, buffer_thread) = buffer_owner::spawn(buffer, stats.clone())?;
     let device = cfg.agent.device.get_ref().clone();
     let client = nats_connect::connect(&cfg.nats, &format!("tributary-agent {device}")).await?;
     let js = async_nats::jetstream::ContextBuilder::new()
@@ -93,106 +165,160 @@ pub async fn run(
         .backpressure_on_inflight(true)
         .build(client.clone());
 
-    let committed = Arc::new(Notify::new());
-    let acked = Arc::new(Notify::new());
-    let forward_stop = CancellationToken::new();
-    let forwarder = Forwarder::new(
-        buffer.clone(),
-        js,
-        ForwardSettings {
-            subject_prefix: cfg.forward.subject_prefix.clone(),
-            ack_timeout: cfg.forward.ack_timeout.get(),
-            max_in_flight: cfg.forward.max_in_flight.get(),
-            backoff: Backoff::new(
-                cfg.forward.backoff_initial.get(),
-                cfg.forward.backoff_max.get(),
-            ),
-            drain_deadline: cfg.forward.ack_timeout.get(),
-        },
-        stats.clone(),
-        committed.clone(),
-        acked.clone(),
-    );
-    let forwarder = tokio::spawn(forwarder.run(forward_stop.clone()));
-
-    let (tx, rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
-    let batcher = Batcher::new(
-        buffer.clone(),
-        device.clone(),
-        BatchLimits {
-            max_readings: cfg.forward.max_readings.get(),
-            max_message_size: usize::try_from(cfg.forward.max_message_size.as_u64())
-                .unwrap_or(usize::MAX),
-        },
-        stats.clone(),
-    );
-    let batcher = tokio::spawn(batch_loop(
-        batcher,
-        rx,
-        cfg.buffer.flush_interval.get(),
-        committed,
-        acked,
-        buffer.clone(),
-        stats.clone(),
-    ));
+    let link_stop = CancellationToken::new();
+    let (msg_tx, msg_rx) = mpsc::channel::<Message>(MESSAGE_CHANNEL);
+    let link = Link::new(js, handle.clone(), link_settings(&cfg), stats.clone());
+    let link = tokio::spawn(link.run(msg_rx, link_stop.clone()));
+    let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
+    let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch_settings(&cfg)));
+    let metrics_stop = CancellationToken::new();
     let metrics = cfg.metrics.listen.map(|addr| {
         let stats = stats.clone();
-        let stop = shutdown.clone();
+        let stop = metrics_stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, stats, stop).await {
-                tracing::error!(%addr, error = %e, "metrics endpoint failed");
-            }
+            crate::metrics::serve(addr, stats, stop)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })
         })
     });
+    let mut tasks = Tasks {
+        link,
+        batcher,
+        buffer: buffer_thread,
+        metrics,
+    };
     ready(Handles {
         stats: stats.clone(),
     });
 
     let mut current = cfg;
-    let mut sensor_stop = shutdown.child_token();
-    let mut running = start_sensors(&current, &stats, &tx, &sensor_stop);
-    loop {
+    let mut sensor_stop = CancellationToken::new();
+    let mut running = start_sensors(&current, &stats, &obs_tx, &sensor_stop);
+    let mut ended_early = Ended::default();
+    let failure = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break None,
             Some(new) = reload.recv() => {
                 if new.agent != current.agent || new.buffer != current.buffer
                     || new.nats != current.nats || new.forward != current.forward {
                     tracing::warn!("only sensors and mqtt are reloaded; restart the agent to apply other changes");
                 }
                 sensor_stop.cancel();
-                running.join().await;
-                sensor_stop = shutdown.child_token();
+                stop_sensors(running).await;
+                sensor_stop = CancellationToken::new();
                 current.sensors = new.sensors;
                 current.mqtt = new.mqtt;
-                running = start_sensors(&current, &stats, &tx, &sensor_stop);
+                running = start_sensors(&current, &stats, &obs_tx, &sensor_stop);
                 tracing::info!(sensors = current.sensors.len(), "sensors reloaded");
             }
-        }
-    }
-    sensor_stop.cancel();
-    running.join().await;
-    drop(tx);
-    let batch_result = batcher.await?;
-    forward_stop.cancel();
-    let forward_result = forwarder.await?;
-    client.flush().await.ok();
-    let buffer = Arc::try_unwrap(buffer).map(|m| m.into_inner().expect("buffer mutex poisoned"));
-    if let Ok(mut buffer) = buffer {
-        let unacked = buffer.stats().unacked_records;
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = buffer.close() {
-                tracing::warn!(error = %e, "closing the buffer failed; the next start recovers it");
+            r = &mut tasks.link => {
+                ended_early.link = true;
+                break Some(ended("link", r.map(|r| r.map_err(RunError::from))));
             }
-        })
-        .await?;
-        tracing::info!(unacknowledged = unacked, "agent stopped");
+            r = &mut tasks.batcher => {
+                ended_early.batcher = true;
+                break Some(ended("batcher", r.map(|r| r.map_err(RunError::from))));
+            }
+            r = tasks.buffer.finished() => {
+                break Some(r.err().map_or(RunError::Ended("buffer thread"), RunError::from));
+            }
+            r = join_metrics(&mut tasks.metrics) => break Some(ended("metrics endpoint", r)),
+        }
+    };
+    if let Some(e) = &failure {
+        tracing::error!(error = %crate::error_chain(e), "a task failed; stopping the agent");
     }
-    if let Some(metrics) = metrics {
-        metrics.await?;
+    // Orderly stop: sensors, then the batcher (it ends when their channel
+    // closes), then the link (it ends when the batcher's channel closes,
+    // after its drain), which closes the buffer.
+    sensor_stop.cancel();
+    stop_sensors(running).await;
+    drop(obs_tx);
+    if failure.is_some() {
+        // A part failed: the link must not wait for a batcher that may be
+        // stuck; it still spills what it holds if the buffer lives.
+        link_stop.cancel();
     }
-    batch_result?;
-    forward_result?;
-    Ok(())
+    let outcome = finish(tasks, ended_early, &metrics_stop).await;
+    if tokio::time::timeout(FINAL_FLUSH, client.flush())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the last NATS flush did not finish; the hub is unreachable");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => outcome,
+    }
+}
+
+/// Which tasks the supervisor already saw end.
+#[derive(Debug, Default)]
+struct Ended {
+    link: bool,
+    batcher: bool,
+}
+
+/// Waits for every task not yet ended, after the sensors stopped; the
+/// first error wins (buffer, link, batcher, metrics).
+async fn finish(
+    mut tasks: Tasks,
+    ended_early: Ended,
+    metrics_stop: &CancellationToken,
+) -> Result<(), RunError> {
+    let batch = if ended_early.batcher {
+        Ok(())
+    } else {
+        flatten((&mut tasks.batcher).await)
+    };
+    let link = if ended_early.link {
+        Ok(())
+    } else {
+        flatten((&mut tasks.link).await)
+    };
+    metrics_stop.cancel();
+    let metrics = match tasks.metrics.take() {
+        Some(m) => m.await.map_err(RunError::from).and_then(|r| r),
+        None => Ok(()),
+    };
+    tasks.buffer.finished().await?;
+    link?;
+    batch?;
+    metrics
+}
+
+fn flatten<E: Into<RunError>>(
+    r: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Result<(), RunError> {
+    match r {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(RunError::Task(e)),
+    }
+}
+
+/// What a task's end means: an error, or an unexpected end.
+fn ended(
+    what: &'static str,
+    result: Result<Result<(), RunError>, tokio::task::JoinError>,
+) -> RunError {
+    match result {
+        Ok(Ok(())) => RunError::Ended(what),
+        Ok(Err(e)) => e,
+        Err(e) => RunError::Task(e),
+    }
+}
+
+async fn join_metrics(
+    metrics: &mut Option<JoinHandle<Result<(), RunError>>>,
+) -> Result<Result<(), RunError>, tokio::task::JoinError> {
+    match metrics {
+        Some(task) => {
+            let r = task.await;
+            *metrics = None;
+            r
+        }
+        None => futures::future::pending().await,
+    }
 }
 
 fn start_sensors(
@@ -209,73 +335,12 @@ fn start_sensors(
     sensors::spawn(cfg, ctx, tx.clone(), stop.clone())
 }
 
-/// Collects observations and commits them once per flush interval.
-async fn batch_loop(
-    mut batcher: Batcher,
-    mut rx: mpsc::Receiver<Observation>,
-    flush_interval: Duration,
-    committed: Arc<Notify>,
-    acked: Arc<Notify>,
-    buffer: SharedBuffer,
-    stats: Arc<AgentStats>,
-) -> Result<(), CommitError> {
-    let mut pending: Vec<Observation> = Vec::new();
-    let mut tick = tokio::time::interval(flush_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut open = true;
-    while open || !pending.is_empty() || batcher.is_blocked() {
-        let accepting = open && !batcher.is_blocked() && pending.len() < MAX_PENDING;
-        tokio::select! {
-            obs = rx.recv(), if accepting => match obs {
-                Some(obs) => {
-                    pending.push(obs);
-                    continue;
-                }
-                None => open = false,
-            },
-            _ = tick.tick() => {}
-            _ = acked.notified(), if batcher.is_blocked() => {}
-        }
-        if !open && batcher.is_blocked() {
-            let readings: usize = pending.len();
-            tracing::warn!(
-                pending = readings,
-                "buffer full at shutdown; readings held back by the block policy are lost"
-            );
-            break;
-        }
-        let (b, p, result) = tokio::task::spawn_blocking(move || {
-            let result = batcher.commit(&mut pending);
-            (batcher, pending, result)
-        })
+/// Waits for the sensor tasks, abandoning those that do not stop in time.
+async fn stop_sensors(sensors: sensors::Sensors) {
+    if tokio::time::timeout(SENSOR_STOP, sensors.join())
         .await
-        .expect("commit task panicked");
-        batcher = b;
-        pending = p;
-        let done = result?;
-        if done.messages > 0 {
-            committed.notify_one();
-        }
-        publish_buffer_stats(&buffer, &stats);
-        stats.batcher_ticks.fetch_add(1, Ordering::Relaxed);
+        .is_err()
+    {
+        tracing::warn!("sensors did not stop within {SENSOR_STOP:?}; abandoned");
     }
-    Ok(())
-}
-
-fn publish_buffer_stats(buffer: &SharedBuffer, stats: &AgentStats) {
-    let s = buffer.lock().expect("buffer mutex poisoned").stats();
-    stats
-        .buffer_records
-        .store(s.unacked_records, Ordering::Relaxed);
-    stats.buffer_bytes.store(s.bytes_on_disk, Ordering::Relaxed);
-    stats.oldest_unacked_unix_ms.store(
-        s.oldest_unacked_appended_at_ms.unwrap_or(0),
-        Ordering::Relaxed,
-    );
-    stats
-        .bytes_written
-        .store(s.bytes_written, Ordering::Relaxed);
-    stats
-        .dropped_records
-        .store(s.dropped_oldest + s.dropped_newest, Ordering::Relaxed);
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Counters of one sensor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +45,20 @@ pub struct AgentStats {
     pub ack_latency_us_total: AtomicU64,
     /// Bytes written to the buffer's files.
     pub bytes_written: AtomicU64,
-    /// Flush ticks the batcher completed (watchdog progress).
+    /// Flush ticks the link went through (watchdog progress).
     pub batcher_ticks: AtomicU64,
-    /// Times the forwarder woke up to do something (watchdog progress).
+    /// Times the link woke up to do something (watchdog progress).
     pub forwarder_wakeups: AtomicU64,
+    /// The link's state (`crate::link::LinkState` code: 0 catching
+    /// up, the state at start, 1 live, 2 spilling).
+    pub link_state: AtomicU8,
+    /// Spills: group commits of messages the hub had not acknowledged
+    /// within the flush interval.
+    pub spills: AtomicU64,
+    /// Messages written to the buffer by spills.
+    pub spilled_messages: AtomicU64,
+    /// `fdatasync`/`fsync` calls of the buffer since start.
+    pub buffer_syncs: AtomicU64,
     sensors: Mutex<BTreeMap<String, SensorCounters>>,
 }
 

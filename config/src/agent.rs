@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 use toml::Spanned;
 
 /// The whole agent configuration.
@@ -94,6 +95,14 @@ pub struct ForwardSection {
     /// Longest retry delay. Default `"30s"`.
     #[serde(default = "default_backoff_max")]
     pub backoff_max: NonZeroDuration,
+    /// How long a sensor's first reading waits for more readings of the same
+    /// sensor before its message is cut and published (a message is also cut
+    /// as soon as `max_readings` or `max_message_size` fill). Longer batches
+    /// bursts into fewer messages; every reading waits up to this long.
+    /// Must be shorter than `buffer.flush_interval`. Default `"1ms"`; `"0s"`
+    /// publishes every reading on its own.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
 }
 
 fn default_prefix() -> String {
@@ -117,6 +126,9 @@ fn default_backoff_initial() -> NonZeroDuration {
 fn default_backoff_max() -> NonZeroDuration {
     NonZeroDuration::from_secs(30)
 }
+fn default_linger() -> Duration {
+    Duration::from_millis(1)
+}
 
 impl Default for ForwardSection {
     fn default() -> Self {
@@ -128,6 +140,7 @@ impl Default for ForwardSection {
             max_in_flight: default_in_flight(),
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
+            linger: default_linger(),
         }
     }
 }
@@ -158,8 +171,10 @@ pub struct BufferSection {
     /// Size of one segment file. Default `"1 MiB"`.
     #[serde(default = "default_segment_size")]
     pub segment_size: ByteSize,
-    /// Readings are batched, written and fsynced once per interval: a power
-    /// cut can lose at most the readings of the last interval. Default `"1s"`.
+    /// Every reading is acknowledged by the hub or written and fsynced to the
+    /// buffer within this interval of being taken (readings the hub
+    /// acknowledges sooner never touch the disk): a power cut can lose at
+    /// most the readings of the last interval. Default `"1s"`.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: NonZeroDuration,
     /// What happens when the buffer is full: `drop_oldest` (default),
@@ -312,6 +327,14 @@ impl Validate for AgentConfig {
                 None,
                 "must be longer than forward.backoff_max and buffer.flush_interval, or a hub \
                  that is away (or a slow flush) would look like a stall to the watchdog",
+            ));
+        }
+        if self.forward.linger >= self.buffer.flush_interval.get() {
+            return Err(ValidationError::new(
+                "forward.linger",
+                None,
+                "must be shorter than buffer.flush_interval: a reading is on disk or \
+                 acknowledged by the hub within one flush interval of being taken",
             ));
         }
         if self.forward.backoff_initial > self.forward.backoff_max {

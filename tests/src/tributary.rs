@@ -165,8 +165,25 @@ pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
 /// `127.0.0.1:port` (as the agent and uplink serve it on `GET /metrics`),
 /// retrying for a few seconds while the endpoint is not up yet.
 pub fn scrape_metric(port: u16, name: &str) -> Result<f64> {
-    use std::io::{Read, Write};
     let err = |reason: String| crate::HarnessError::Metrics { port, reason };
+    let body = scrape_body(port)?;
+    let line = body
+        .lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+        .ok_or_else(|| err(format!("no sample {name}")))?;
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err(format!("bad sample line {line:?}")))
+}
+
+/// The whole `GET /metrics` answer of `127.0.0.1:port`, retrying for a few
+/// seconds while the endpoint is not up yet.
+pub fn scrape_body(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
     let mut last = String::new();
     for _ in 0..50 {
         let body = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
@@ -177,25 +194,12 @@ pub fn scrape_metric(port: u16, name: &str) -> Result<f64> {
             Ok(body)
         });
         match body {
-            Ok(body) => {
-                let line = body
-                    .lines()
-                    .find(|l| {
-                        l.strip_prefix(name)
-                            .is_some_and(|rest| rest.starts_with(' '))
-                    })
-                    .ok_or_else(|| err(format!("no sample {name}")))?;
-                return line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| err(format!("bad sample line {line:?}")));
-            }
+            Ok(body) => return Ok(body),
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(err(last))
+    Err(crate::HarnessError::Metrics { port, reason: last })
 }
 
 fn js_err(what: &str, reason: impl std::fmt::Display) -> crate::HarnessError {

@@ -110,15 +110,17 @@ fn init_logging(format: LogFormat) {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = tributary_config::load_agent(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // One thread is plenty on a Pi Zero; blocking buffer I/O gets its own
-    // small pool.
+    // One runtime thread is plenty on a Pi Zero. The buffer has a thread of
+    // its own; the blocking pool serves sensor reads, at most one per
+    // sensor at a time (a stuck read holds its thread), plus a few spare.
+    let blocking_threads = cfg.sensors.len() + 4;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(2)
+        .max_blocking_threads(blocking_threads)
         .thread_stack_size(256 * 1024)
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let (reload_tx, reload_rx) = mpsc::channel(1);
         let signals = tokio::spawn(handle_signals(path.to_owned(), shutdown.clone(), reload_tx));
@@ -136,8 +138,15 @@ fn run(path: &Path) -> anyhow::Result<()> {
         shutdown.cancel();
         signals.abort();
         result.context("agent stopped with an error")
-    })
+    });
+    // A sensor read stuck in the kernel cannot be cancelled: do not wait
+    // for its thread.
+    rt.shutdown_timeout(RUNTIME_STOP);
+    result
 }
+
+/// How long the runtime may wait for blocking threads at exit.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn handle_signals(
     path: PathBuf,

@@ -154,6 +154,15 @@ pub enum SensorError {
         /// Why.
         source: std::io::Error,
     },
+    /// The previous read has not returned within the sensor's interval; no
+    /// new read is started until it does.
+    #[error(
+        "the read has not returned within the sensor's interval of {interval:?} and is still running"
+    )]
+    Overdue {
+        /// The sensor's interval.
+        interval: Duration,
+    },
     /// A blocking read task panicked or was cancelled.
     #[error("read task failed: {0}")]
     Task(String),

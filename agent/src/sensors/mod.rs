@@ -226,10 +226,25 @@ async fn run_polled(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let result = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            r = p.source.read() => r,
+        // A read that outlives its interval (a hung sysfs, IIO or NFS read,
+        // a FIFO nobody writes) costs only this sensor: each interval it
+        // misses is counted as an error, and no second read is started
+        // while it hangs, so a stuck sensor holds at most one blocking
+        // thread.
+        let result = {
+            let read = p.source.read();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    r = &mut read => break r,
+                    _ = tick.tick() => {
+                        stats.error(&p.meta.id);
+                        log.failed(&p.meta.id, &SensorError::Overdue { interval: p.interval });
+                    }
+                }
+            }
         };
         if !deliver(
             &p.meta,

@@ -1,0 +1,624 @@
+//! The edge link: cut messages go to the hub's JetStream at once, and to
+//! the disk buffer only when the hub has not acknowledged them in time.
+//!
+//! # States
+//!
+//! The link is an explicit state machine (bytebeamio/uplink's serializer
+//! is the model); one method per state, each tested on its own:
+//!
+//! * **Live** — the disk holds nothing unread. Each message is published
+//!   the moment the batcher hands it over (up to `max_in_flight` awaiting
+//!   acks) and is held in memory until the hub acknowledges it.
+//! * **Spilling** — a publish or an ack failed (timeout, no responders
+//!   because the leaf lost its hub, disconnect). The window is dropped, the
+//!   buffer rewound, every message in memory waits again, and nothing is
+//!   published until a jittered exponential backoff ends.
+//! * **Catching up** — after the backoff (and at start), records are read
+//!   from the disk buffer, oldest first, and published, refilling the
+//!   window each time half of it came back. New messages wait in memory
+//!   behind the backlog, keeping order. When a read finds nothing more
+//!   unread, the link is live again.
+//!
+//! # Durability: the spill
+//!
+//! In every state, a message must be acknowledged by the hub or on disk
+//! within `buffer.flush_interval` of the moment its first reading reached
+//! the batcher. When the oldest unacknowledged message in memory reaches
+//! that deadline, every unacknowledged message in memory is *spilled*:
+//! appended to the buffer and made durable with one `fdatasync` by the
+//! buffer thread ([`crate::buffer_owner`]). A power cut therefore loses at
+//! most the readings taken within the last flush interval — the same
+//! window as before the link was real-time — while a message the hub
+//! acknowledges sooner (milliseconds, when the link is up) never touches
+//! the SD card. Messages still in flight when spilled are handed out by the
+//! buffer at once (their ack acknowledges the record); waiting ones are
+//! read back in the catching-up state. A spill also happens early when
+//! memory holds more than [`MEMORY_MESSAGES`] messages or
+//! [`MEMORY_BYTES`] bytes; while the `block` policy holds a spill back,
+//! the link stops taking messages, so the sensors wait.
+//!
+//! # Order and resends
+//!
+//! Messages leave in cut order: memory is only published when the disk has
+//! nothing unread, and a failure rewinds both. A resend is the identical
+//! message (bytes and `Nats-Msg-Id` fixed at the cut), so the hub's
+//! duplicate window drops what it already stored. Only a failure that
+//! loses an ack in the middle of the window can make the hub store a later
+//! message before the resent earlier one.
+//!
+//! # Stopping
+//!
+//! On shutdown the link takes the batcher's last messages, publishes them
+//! if live, waits up to `drain_deadline` for the acks in flight, spills
+//! whatever is unacknowledged and closes the buffer: SIGTERM ends within
+//! the ack timeout plus one spill, whether or not the hub is reachable.
+
+mod memory;
+mod publish;
+#[cfg(test)]
+mod tests;
+
+pub use publish::{AckFuture, Backoff, PublishError, Publisher};
+
+use crate::batcher::Message;
+use crate::buffer_owner::{BufferGone, BufferHandle, Spilled};
+use crate::stats::AgentStats;
+use futures::stream::{FuturesUnordered, StreamExt};
+use memory::Memory;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages held in memory before they are spilled early.
+pub const MEMORY_MESSAGES: usize = 4096;
+/// Most encoded bytes held in memory before they are spilled early.
+pub const MEMORY_BYTES: usize = 2 * 1024 * 1024;
+/// While the `block` policy holds a spill back, retry this often.
+const BLOCKED_RETRY: Duration = Duration::from_millis(100);
+
+/// How the link publishes.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Subject prefix (for records read back from disk).
+    pub subject_prefix: String,
+    /// Wait this long for an ack before resending.
+    pub ack_timeout: Duration,
+    /// Most messages awaiting acks.
+    pub max_in_flight: usize,
+    /// Backoff policy after failures.
+    pub backoff: Backoff,
+    /// A message is acknowledged or on disk within this long.
+    pub flush_interval: Duration,
+    /// On shutdown, wait at most this long for in-flight acks.
+    pub drain_deadline: Duration,
+}
+
+/// The link's state, as reported in metrics and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Sending the disk backlog (also the state at start).
+    CatchingUp,
+    /// Publishing as readings are taken.
+    Live,
+    /// Waiting out a backoff after a failure; messages go to disk.
+    Spilling,
+}
+
+impl LinkState {
+    /// The state's name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Live => "live",
+            LinkState::Spilling => "spilling",
+            LinkState::CatchingUp => "catching_up",
+        }
+    }
+
+    /// All states, in gauge order.
+    pub const ALL: [LinkState; 3] = [LinkState::Live, LinkState::Spilling, LinkState::CatchingUp];
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The state stored by [`AgentStats::link_state`].
+    pub fn from_code(code: u8) -> LinkState {
+        match code {
+            1 => LinkState::Live,
+            2 => LinkState::Spilling,
+            _ => LinkState::CatchingUp,
+        }
+    }
+}
+
+/// Why the link stopped with an error. The network never stops it; only
+/// the buffer thread's end does (its own error is the cause).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The buffer thread stopped.
+    #[error("the buffer is gone")]
+    Buffer(#[from] BufferGone),
+}
+
+/// Where a message in flight came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A memory entry, by token.
+    Memory(u64),
+    /// A buffer record, by id.
+    Disk(u64),
+}
+
+#[derive(Debug)]
+struct Acked {
+    origin: Origin,
+    readings: usize,
+    started: std::time::Instant,
+    result: Result<(), PublishError>,
+}
+
+type InFlight = FuturesUnordered<futures::future::BoxFuture<'static, Acked>>;
+
+/// The state machine's next step.
+enum Step {
+    To(State),
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Live,
+    Spilling { retry_at: Instant },
+    CatchingUp,
+}
+
+/// What woke the link up.
+enum Event {
+    Input(Option<Message>),
+    Ack(Acked),
+    SpillDue,
+    Tick,
+    Retry,
+    Shutdown,
+}
+
+/// Publishes messages through `P`, spilling to the buffer. See the module
+/// docs.
+pub struct Link<P> {
+    publisher: P,
+    buffer: BufferHandle,
+    settings: LinkSettings,
+    stats: Arc<AgentStats>,
+    backoff: Backoff,
+    memory: Memory,
+    window: InFlight,
+    /// Memory entries spilled while in flight: token → record id.
+    spilled: HashMap<u64, u64>,
+    /// Record ids acknowledged, not yet sent to the buffer thread.
+    disk_acks: Vec<u64>,
+    /// The `block` policy held the last spill back: retry then.
+    blocked_until: Option<Instant>,
+    tick: tokio::time::Interval,
+}
+
+impl<P> std::fmt::Debug for Link<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("settings", &self.settings)
+            .field("memory", &self.memory)
+            .field("in_flight", &self.window.len())
+            .field("blocked_until", &self.blocked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Publisher> Link<P> {
+    /// A link publishing through `publisher`, spilling into `buffer`.
+    pub fn new(
+        publisher: P,
+        buffer: BufferHandle,
+        settings: LinkSettings,
+        stats: Arc<AgentStats>,
+    ) -> Self {
+        let mut tick = tokio::time::interval(settings.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Link {
+            publisher,
+            buffer,
+            backoff: settings.backoff.clone(),
+            settings,
+            stats,
+            memory: Memory::default(),
+            window: FuturesUnordered::new(),
+            spilled: HashMap::new(),
+            disk_acks: Vec::new(),
+            blocked_until: None,
+            tick,
+        }
+    }
+
+    /// Runs until `input` closes (the batcher ended) or `shutdown`, then
+    /// stops as the module docs describe. Starts by catching up on what the
+    /// buffer holds from earlier runs.
+    pub async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Message>,
+        shutdown: CancellationToken,
+    ) -> Result<(), LinkError> {
+        let mut state = State::CatchingUp;
+        loop {
+            let public = match state {
+                State::Live => LinkState::Live,
+                State::Spilling { .. } => LinkState::Spilling,
+                State::CatchingUp => LinkState::CatchingUp,
+            };
+            self.stats
+                .link_state
+                .store(public.code(), Ordering::Relaxed);
+            tracing::debug!(state = public.name(), "link state");
+            let step = match state {
+                State::Live => self.live(&mut input, &shutdown).await?,
+                State::Spilling { retry_at } => {
+                    self.spilling(retry_at, &mut input, &shutdown).await?
+                }
+                State::CatchingUp => self.catching_up(&mut input, &shutdown).await?,
+            };
+            match step {
+                Step::To(next) => state = next,
+                Step::Stop => break,
+            }
+        }
+        self.stop(&mut input, matches!(state, State::Live)).await
+    }
+
+    /// Live: publish memory as it comes; spill what misses its deadline.
+    async fn live(
+        &mut self,
+        input: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, LinkError> {
+        loop {
+            if let Err(e) = self.publish_waiting().await {
+                return self.fail(&e).await;
+            }
+            match self.next_event(input, shutdown, None).await {
+                Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
+                Event::Input(Some(m)) => self.memory.push(m),
+                Event::Ack(a) => {
+                    if let Err(e) = self.on_ack(a) {
+                        return self.fail(&e).await;
+                    }
+                }
+                Event::SpillDue => {
+                    if self.spill(true).await? {
+                        self.send_disk_acks().await?;
+                        return Ok(Step::To(State::CatchingUp));
+                    }
+                }
+                Event::Tick | Event::Retry => {}
+            }
+            self.send_disk_acks().await?;
+        }
+    }
+
+    /// Spilling: publish nothing until `retry_at`; keep the deadline.
+    async fn spilling(
+        &mut self,
+        retry_at: Instant,
+        input: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, LinkError> {
+        loop {
+            match self.next_event(input, shutdown, Some(retry_at)).await {
+                Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
+                Event::Input(Some(m)) => self.memory.push(m),
+                Event::Retry => return Ok(Step::To(State::CatchingUp)),
+                Event::SpillDue => {
+                    self.spill(false).await?;
+                }
+                // The window was dropped on entry; nothing is in flight.
+                Event::Ack(_) | Event::Tick => {}
+            }
+        }
+    }
+
+    /// Catching up: send the disk backlog in order; then live.
+    async fn catching_up(
+        &mut self,
+        input: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, LinkError> {
+        let refill_at = self.settings.max_in_flight / 2;
+        let mut exhausted = false;
+        loop {
+            if !exhausted && self.window.len() <= refill_at {
+                let want = self.settings.max_in_flight - self.window.len();
+                let records = self.buffer.read(want).await?;
+                exhausted = records.len() < want;
+                for record in records {
+                    if let Err(e) = self.publish_record(record).await {
+                        return self.fail(&e).await;
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Step::To(State::Live));
+            }
+            match self.next_event(input, shutdown, None).await {
+                Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
+                Event::Input(Some(m)) => self.memory.push(m),
+                Event::Ack(a) => {
+                    if let Err(e) = self.on_ack(a) {
+                        return self.fail(&e).await;
+                    }
+                }
+                Event::SpillDue => {
+                    self.spill(false).await?;
+                }
+                Event::Tick | Event::Retry => {}
+            }
+            self.send_disk_acks().await?;
+        }
+    }
+
+    /// The last messages, the last acks, one last spill, close.
+    async fn stop(
+        mut self,
+        input: &mut mpsc::Receiver<Message>,
+        live: bool,
+    ) -> Result<(), LinkError> {
+        let deadline = Instant::now() + self.settings.drain_deadline;
+        // The batcher cuts what the stopped sensors sent and closes.
+        loop {
+            tokio::select! {
+                m = input.recv() => match m {
+                    Some(m) => self.memory.push(m),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let mut publishing = live;
+        let mut failed = false;
+        loop {
+            if publishing && let Err(e) = self.publish_waiting().await {
+                tracing::debug!(error = %e, "publishing at shutdown failed");
+                publishing = false;
+            }
+            if self.window.is_empty() || failed {
+                break;
+            }
+            tokio::select! {
+                Some(a) = self.window.next() => {
+                    if self.on_ack(a).is_err() {
+                        failed = true;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let unanswered = self.window.len();
+        self.window.clear();
+        self.spilled.clear();
+        self.send_disk_acks().await?;
+        self.memory.reset_to_waiting();
+        self.spill(false).await?;
+        self.buffer.close().await?;
+        tracing::info!(unanswered, "link stopped");
+        Ok(())
+    }
+
+    async fn next_event(
+        &mut self,
+        input: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+        retry_at: Option<Instant>,
+    ) -> Event {
+        let spill_at = self.spill_at();
+        let room = self.blocked_until.is_none()
+            && self.memory.len() < MEMORY_MESSAGES
+            && self.memory.bytes() < MEMORY_BYTES;
+        self.stats.forwarder_wakeups.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Event::Shutdown,
+            Some(a) = self.window.next(), if !self.window.is_empty() => Event::Ack(a),
+            _ = sleep_until(spill_at) => Event::SpillDue,
+            _ = sleep_until(retry_at) => Event::Retry,
+            m = input.recv(), if room => Event::Input(m),
+            _ = self.tick.tick() => {
+                // The flush tick: proof of progress for the watchdog.
+                self.stats.batcher_ticks.fetch_add(1, Ordering::Relaxed);
+                Event::Tick
+            }
+        }
+    }
+
+    /// When the next spill is due: the oldest unacknowledged message's
+    /// deadline, now when memory is over its bounds, or the next retry of a
+    /// blocked spill.
+    fn spill_at(&self) -> Option<Instant> {
+        if let Some(at) = self.blocked_until {
+            return Some(at);
+        }
+        if self.memory.len() >= MEMORY_MESSAGES || self.memory.bytes() >= MEMORY_BYTES {
+            return Some(Instant::now());
+        }
+        self.memory
+            .oldest_taken_at()
+            .map(|at| at + self.settings.flush_interval)
+    }
+
+    /// Publishes waiting memory entries while the window has room.
+    async fn publish_waiting(&mut self) -> Result<(), PublishError> {
+        while self.window.len() < self.settings.max_in_flight && self.memory.has_waiting() {
+            let Some((token, m)) = self.memory.publish_next() else {
+                break;
+            };
+            let (subject, msg_id, bytes, readings) = (
+                m.subject.clone(),
+                m.msg_id.clone(),
+                m.bytes.clone(),
+                m.readings,
+            );
+            self.publish(Origin::Memory(token), &subject, &msg_id, bytes, readings)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_record(
+        &mut self,
+        record: crate::buffer_owner::DiskRecord,
+    ) -> Result<(), PublishError> {
+        let env = match tributary_wire::Envelope::decode(&record.bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                // Only a format this build does not know can get here (the
+                // buffer checks CRCs): nothing can send it, so it is dropped
+                // loudly rather than blocking everything behind it.
+                tracing::error!(record = record.id, error = %e, "undecodable buffer record dropped");
+                self.disk_acks.push(record.id);
+                return Ok(());
+            }
+        };
+        let subject = env.subject(&self.settings.subject_prefix);
+        self.publish(
+            Origin::Disk(record.id),
+            &subject,
+            &env.msg_id(),
+            record.bytes,
+            env.samples.len(),
+        )
+        .await
+    }
+
+    async fn publish(
+        &mut self,
+        origin: Origin,
+        subject: &str,
+        msg_id: &str,
+        bytes: bytes::Bytes,
+        readings: usize,
+    ) -> Result<(), PublishError> {
+        let timeout = self.settings.ack_timeout;
+        let started = std::time::Instant::now();
+        let ack = tokio::time::timeout(timeout, self.publisher.publish(subject, msg_id, bytes))
+            .await
+            .map_err(|_| PublishError::Timeout(timeout))??;
+        self.window.push(Box::pin(async move {
+            let result = match tokio::time::timeout(timeout, ack).await {
+                Ok(r) => r,
+                Err(_) => Err(PublishError::Timeout(timeout)),
+            };
+            Acked {
+                origin,
+                readings,
+                started,
+                result,
+            }
+        }));
+        Ok(())
+    }
+
+    /// Settles one acknowledgement; an error is the caller's to fail on.
+    fn on_ack(&mut self, a: Acked) -> Result<(), PublishError> {
+        a.result?;
+        self.backoff.reset();
+        match a.origin {
+            Origin::Memory(token) => {
+                if !self.memory.ack(token)
+                    && let Some(id) = self.spilled.remove(&token)
+                {
+                    self.disk_acks.push(id);
+                }
+            }
+            Origin::Disk(id) => self.disk_acks.push(id),
+        }
+        let s = &self.stats;
+        s.acked_messages.fetch_add(1, Ordering::Relaxed);
+        s.acked_readings
+            .fetch_add(a.readings as u64, Ordering::Relaxed);
+        s.ack_latency_us_total.fetch_add(
+            u64::try_from(a.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    async fn send_disk_acks(&mut self) -> Result<(), BufferGone> {
+        if self.disk_acks.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.disk_acks);
+        self.buffer.ack(ids).await?;
+        if self.blocked_until.is_some() {
+            // Space may be free now.
+            self.blocked_until = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Spills every unacknowledged memory entry; true if some of them are
+    /// now unread on disk (the link must catch up).
+    async fn spill(&mut self, keep_in_flight: bool) -> Result<bool, BufferGone> {
+        let entries = self.memory.spill_records(keep_in_flight);
+        if entries.is_empty() {
+            self.blocked_until = None;
+            return Ok(false);
+        }
+        self.send_disk_acks().await?;
+        let (tokens, records): (Vec<u64>, Vec<_>) = entries.into_iter().unzip();
+        let in_flight: Vec<bool> = records.iter().map(|r| r.in_flight).collect();
+        let outcome = self.buffer.spill(records).await?;
+        let mut unread = false;
+        for (i, done) in outcome.done.iter().enumerate() {
+            if let Spilled::Stored(id) = done {
+                if in_flight[i] {
+                    self.spilled.insert(tokens[i], *id);
+                } else {
+                    unread = true;
+                }
+            }
+        }
+        self.memory.remove_spilled(outcome.done.len());
+        self.stats.spills.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .spilled_messages
+            .fetch_add(outcome.done.len() as u64, Ordering::Relaxed);
+        self.blocked_until = outcome.blocked.then(|| Instant::now() + BLOCKED_RETRY);
+        Ok(unread)
+    }
+
+    /// Drops the window, rewinds, and backs off.
+    async fn fail(&mut self, e: &PublishError) -> Result<Step, LinkError> {
+        let dropped = self.window.len();
+        self.window.clear();
+        self.spilled.clear();
+        self.send_disk_acks().await?;
+        self.buffer.rewind().await?;
+        self.memory.reset_to_waiting();
+        self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+        let delay = self.backoff.next_delay();
+        tracing::warn!(
+            error = %crate::error_chain(e),
+            in_flight = dropped,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "publishing to the hub failed; will resend"
+        );
+        Ok(Step::To(State::Spilling {
+            retry_at: Instant::now() + delay,
+        }))
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => futures::future::pending().await,
+    }
+}

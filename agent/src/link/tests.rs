@@ -1,0 +1,294 @@
+//! Each state of the link on its own, with a scripted publisher and a real
+//! buffer thread on a temp dir (the end-to-end tests use real servers).
+
+use super::*;
+use crate::buffer::{Buffer, BufferConfig};
+use crate::buffer_owner::{self, BufferThread};
+use bytes::Bytes;
+use std::sync::Mutex;
+use tributary_wire::{Envelope, Sample, Value};
+
+/// What the scripted hub does with a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Acknowledge at once.
+    Ack,
+    /// Refuse the publish (no responders).
+    Refuse,
+    /// Never answer.
+    Silent,
+}
+
+#[derive(Debug, Clone)]
+struct Scripted {
+    mode: Arc<Mutex<Mode>>,
+    published: Arc<Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    fn new(mode: Mode) -> Self {
+        Scripted {
+            mode: Arc::new(Mutex::new(mode)),
+            published: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+    fn published(&self) -> Vec<String> {
+        self.published.lock().expect("lock").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no responders")]
+struct NoResponders;
+
+impl Publisher for Scripted {
+    async fn publish(
+        &self,
+        _subject: &str,
+        msg_id: &str,
+        _bytes: Bytes,
+    ) -> Result<AckFuture, PublishError> {
+        let mode = *self.mode.lock().expect("lock");
+        self.published.lock().expect("lock").push(msg_id.to_owned());
+        match mode {
+            Mode::Ack => Ok(Box::pin(async { Ok(()) })),
+            Mode::Refuse => Ok(Box::pin(async {
+                Err(PublishError::Ack(Box::new(NoResponders)))
+            })),
+            Mode::Silent => Ok(Box::pin(futures::future::pending())),
+        }
+    }
+}
+
+fn envelope(seq: u64) -> Envelope {
+    Envelope {
+        device: "dev".into(),
+        epoch: 1,
+        sensor: "s".into(),
+        unit: None,
+        tags: Vec::new(),
+        samples: vec![Sample {
+            seq,
+            timestamp_ns: 1_795_000_000_000_000_000,
+            value: Value::Int(seq as i64),
+        }],
+    }
+}
+
+fn message(seq: u64) -> Message {
+    let env = envelope(seq);
+    Message {
+        bytes: env.encode().expect("encode").into(),
+        subject: env.subject("t"),
+        msg_id: env.msg_id(),
+        readings: 1,
+        taken_at: Instant::now(),
+        first_timestamp_ns: 0,
+    }
+}
+
+fn msg_id(seq: u64) -> String {
+    envelope(seq).msg_id()
+}
+
+fn settings() -> LinkSettings {
+    LinkSettings {
+        subject_prefix: "t".into(),
+        ack_timeout: Duration::from_millis(300),
+        max_in_flight: 8,
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(100)),
+        flush_interval: Duration::from_millis(200),
+        drain_deadline: Duration::from_millis(300),
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    publisher: Scripted,
+    stats: Arc<AgentStats>,
+    input: mpsc::Sender<Message>,
+    stop: CancellationToken,
+    link: tokio::task::JoinHandle<Result<(), LinkError>>,
+    thread: BufferThread,
+}
+
+/// A link over a buffer that already holds `backlog` records.
+fn start(mode: Mode, backlog: &[u64]) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut buffer, _) = Buffer::open(BufferConfig::new(dir.path())).expect("open");
+    for seq in backlog {
+        let _ = buffer
+            .append(&envelope(*seq).encode().expect("encode"))
+            .expect("append");
+    }
+    buffer.flush().expect("flush");
+    let stats = Arc::new(AgentStats::default());
+    let (handle, thread) = buffer_owner::spawn(buffer, stats.clone()).expect("spawn");
+    let publisher = Scripted::new(mode);
+    let (input, rx) = mpsc::channel(64);
+    let stop = CancellationToken::new();
+    let link = Link::new(publisher.clone(), handle, settings(), stats.clone());
+    let link = tokio::spawn(link.run(rx, stop.clone()));
+    Harness {
+        dir,
+        publisher,
+        stats,
+        input,
+        stop,
+        link,
+        thread,
+    }
+}
+
+impl Harness {
+    async fn wait_for(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn state(&self) -> LinkState {
+        LinkState::from_code(self.stats.link_state.load(Ordering::Relaxed))
+    }
+
+    fn acked(&self) -> u64 {
+        self.stats.acked_messages.load(Ordering::Relaxed)
+    }
+
+    /// Stops the link and returns the message ids left in the buffer.
+    async fn stop(mut self) -> Vec<String> {
+        self.stop.cancel();
+        drop(self.input);
+        tokio::time::timeout(Duration::from_secs(5), self.link)
+            .await
+            .expect("the link stops within its bound")
+            .expect("join")
+            .expect("clean stop");
+        self.thread.finished().await.expect("buffer closed");
+        let (mut buffer, _) = Buffer::open(BufferConfig::new(self.dir.path())).expect("reopen");
+        buffer
+            .read(1000)
+            .expect("read")
+            .iter()
+            .map(|r| Envelope::decode(&r.payload).expect("decode").msg_id())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn live_publishes_at_once_and_an_acknowledged_message_never_touches_the_disk() {
+    let h = start(Mode::Ack, &[]);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    // What opening a new buffer wrote (its meta file) is not the link's.
+    let opened = h.stats.bytes_written.load(Ordering::Relaxed);
+    for seq in 0..5 {
+        h.input.send(message(seq)).await.expect("send");
+    }
+    h.wait_for("five acks", |h| h.acked() == 5).await;
+    assert_eq!(
+        h.publisher.published(),
+        (0..5).map(msg_id).collect::<Vec<_>>()
+    );
+    // Well past the flush interval: nothing was due.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.stats.spilled_messages.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        h.stats.bytes_written.load(Ordering::Relaxed),
+        opened,
+        "not one byte more"
+    );
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn live_spills_a_message_unacknowledged_after_the_flush_interval_and_its_late_ack_clears_it()
+{
+    let h = start(Mode::Silent, &[]);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("the spill", |h| {
+        h.stats.spilled_messages.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // The ack never comes: after the ack timeout the link resends from disk.
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    h.publisher.set(Mode::Ack);
+    h.wait_for("the resend's ack", |h| h.acked() == 1).await;
+    assert_eq!(
+        h.publisher.published(),
+        vec![msg_id(0), msg_id(0)],
+        "the same id twice"
+    );
+    h.wait_for("live again", |h| h.state() == LinkState::Live)
+        .await;
+    assert!(h.stop().await.is_empty(), "acknowledged on disk too");
+}
+
+#[tokio::test]
+async fn spilling_publishes_nothing_and_keeps_every_message_within_the_flush_interval() {
+    let h = start(Mode::Refuse, &[]);
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    for seq in 1..4 {
+        h.input.send(message(seq)).await.expect("send");
+    }
+    h.wait_for("all four on disk", |h| {
+        h.stats.spilled_messages.load(Ordering::Relaxed) >= 4
+    })
+    .await;
+    assert_eq!(h.acked(), 0);
+    let left = h.stop().await;
+    assert_eq!(
+        left,
+        (0..4).map(msg_id).collect::<Vec<_>>(),
+        "all kept, in order"
+    );
+}
+
+#[tokio::test]
+async fn catching_up_sends_the_backlog_before_newer_messages_then_goes_live() {
+    let h = start(Mode::Ack, &[0, 1, 2]);
+    h.input.send(message(3)).await.expect("send");
+    h.wait_for("four acks", |h| h.acked() == 4).await;
+    assert_eq!(
+        h.publisher.published(),
+        (0..4).map(msg_id).collect::<Vec<_>>()
+    );
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_backlog_is_rewound_and_resent_in_order_once_the_hub_answers() {
+    let h = start(Mode::Refuse, &[0, 1]);
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    h.publisher.set(Mode::Ack);
+    h.wait_for("two acks", |h| h.acked() == 2).await;
+    let published = h.publisher.published();
+    assert_eq!(&published[published.len() - 2..], &[msg_id(0), msg_id(1)]);
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn stopping_with_the_hub_silent_ends_within_the_drain_deadline_and_keeps_everything() {
+    let h = start(Mode::Silent, &[0]);
+    h.input.send(message(1)).await.expect("send");
+    h.wait_for("two publishes", |h| h.publisher.published().len() == 2)
+        .await;
+    let started = Instant::now();
+    let left = h.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(left, vec![msg_id(0), msg_id(1)]);
+}
