@@ -12,6 +12,7 @@
 pub mod batcher;
 pub mod buffer;
 pub mod buffer_owner;
+pub mod latency;
 pub mod link;
 pub mod metrics;
 pub mod nats_connect;

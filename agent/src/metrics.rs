@@ -117,6 +117,28 @@ pub fn render(stats: &AgentStats) -> String {
             u8::from(s == state)
         );
     }
+    let lat = stats.ack_latency.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP tributary_agent_reading_ack_latency_seconds From the timestamp of a message's first reading to the hub's acknowledgement.\n# TYPE tributary_agent_reading_ack_latency_seconds histogram"
+    );
+    let mut cumulative = 0u64;
+    for (i, n) in lat.counts.iter().enumerate() {
+        cumulative += n;
+        let le = crate::latency::BUCKETS_US
+            .get(i)
+            .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(
+            out,
+            "tributary_agent_reading_ack_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "tributary_agent_reading_ack_latency_seconds_sum {}\ntributary_agent_reading_ack_latency_seconds_count {cumulative}\n# HELP tributary_agent_reading_ack_latency_max_seconds Largest reading-to-ack latency since start.\n# TYPE tributary_agent_reading_ack_latency_max_seconds gauge\ntributary_agent_reading_ack_latency_max_seconds {}",
+        lat.sum_us as f64 / 1e6,
+        lat.max_us as f64 / 1e6
+    );
     let sensors = stats.sensors();
     for (name, help) in [
         ("readings", "Readings taken."),

@@ -59,6 +59,8 @@ pub struct AgentStats {
     pub spilled_messages: AtomicU64,
     /// `fdatasync`/`fsync` calls of the buffer since start.
     pub buffer_syncs: AtomicU64,
+    /// From the timestamp of a message's first reading to the hub's ack.
+    pub ack_latency: crate::latency::LatencyHistogram,
     sensors: Mutex<BTreeMap<String, SensorCounters>>,
 }
 

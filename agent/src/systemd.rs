@@ -2,10 +2,11 @@
 //! only while the pipeline makes progress.
 //!
 //! Progress means: within the last `metrics.stall_after` (default 60 s) the
-//! batcher completed a flush tick, and the forwarder either woke up (an ack,
-//! a publish, a retry after backoff) or had nothing to send. A hung fsync, a deadlock or a wedged forwarder stops the
-//! pings, and systemd restarts the agent (which recovers the buffer). A hub
-//! that is away for hours is not a stall: the forwarder keeps retrying.
+//! link went through a flush tick, and it either woke up (an ack, a publish,
+//! a retry after backoff) or had nothing to send. A hung fsync (the link
+//! waits for its spill), a deadlock or a wedged link stops the pings, and
+//! systemd restarts the agent (which recovers the buffer). A hub that is
+//! away for hours is not a stall: the link keeps retrying.
 //! Outside systemd (no `NOTIFY_SOCKET`) all of this does nothing.
 
 use crate::stats::AgentStats;
@@ -27,9 +28,9 @@ pub fn notify_stopping() {
 }
 
 /// Pings the systemd watchdog at half its interval while the agent makes
-/// progress: the batcher completed a flush tick, and the forwarder woke up
-/// (or had nothing to send), each within the last `stall_after`. Does
-/// nothing when the watchdog is not enabled.
+/// progress: the link went through a flush tick and woke up (or had
+/// nothing to send), each within the last `stall_after`. Does nothing when
+/// the watchdog is not enabled.
 pub async fn watchdog(stats: Arc<AgentStats>, stall_after: Duration, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;

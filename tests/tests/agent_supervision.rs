@@ -37,10 +37,11 @@ urls = ["nats://127.0.0.1:{port}"]
 
 [buffer]
 flush_interval = "200ms"
-segment_size = "4 KiB"
+segment_size = "8 KiB"
 max_size = "64 MiB"
 
 [forward]
+max_message_size = "1 KiB"
 ack_timeout = "2s"
 backoff_initial = "100ms"
 backoff_max = "1s"

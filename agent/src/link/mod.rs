@@ -157,6 +157,8 @@ enum Origin {
 struct Acked {
     origin: Origin,
     readings: usize,
+    /// Timestamp of the message's first reading (UTC ns).
+    first_ts_ns: i64,
     started: std::time::Instant,
     result: Result<(), PublishError>,
 }
@@ -459,13 +461,9 @@ impl<P: Publisher> Link<P> {
             let Some((token, m)) = self.memory.publish_next() else {
                 break;
             };
-            let (subject, msg_id, bytes, readings) = (
-                m.subject.clone(),
-                m.msg_id.clone(),
-                m.bytes.clone(),
-                m.readings,
-            );
-            self.publish(Origin::Memory(token), &subject, &msg_id, bytes, readings)
+            let (subject, msg_id, bytes) = (m.subject.clone(), m.msg_id.clone(), m.bytes.clone());
+            let meta = (m.readings, m.first_timestamp_ns);
+            self.publish(Origin::Memory(token), &subject, &msg_id, bytes, meta)
                 .await?;
         }
         Ok(())
@@ -487,12 +485,13 @@ impl<P: Publisher> Link<P> {
             }
         };
         let subject = env.subject(&self.settings.subject_prefix);
+        let first_ts_ns = env.samples.first().map_or(0, |s| s.timestamp_ns);
         self.publish(
             Origin::Disk(record.id),
             &subject,
             &env.msg_id(),
             record.bytes,
-            env.samples.len(),
+            (env.samples.len(), first_ts_ns),
         )
         .await
     }
@@ -503,7 +502,7 @@ impl<P: Publisher> Link<P> {
         subject: &str,
         msg_id: &str,
         bytes: bytes::Bytes,
-        readings: usize,
+        (readings, first_ts_ns): (usize, i64),
     ) -> Result<(), PublishError> {
         let timeout = self.settings.ack_timeout;
         let started = std::time::Instant::now();
@@ -518,6 +517,7 @@ impl<P: Publisher> Link<P> {
             Acked {
                 origin,
                 readings,
+                first_ts_ns,
                 started,
                 result,
             }
@@ -547,6 +547,11 @@ impl<P: Publisher> Link<P> {
             u64::try_from(a.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        if a.first_ts_ns > 0 {
+            let age_ns = crate::sensors::now_unix_ns().saturating_sub(a.first_ts_ns);
+            s.ack_latency
+                .record(u64::try_from(age_ns / 1_000).unwrap_or(0));
+        }
         Ok(())
     }
 
