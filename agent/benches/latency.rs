@@ -66,7 +66,10 @@ fn arg(name: &str, default: u64) -> u64 {
     argv.iter()
         .position(|a| a == name)
         .and_then(|i| argv.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} wants a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -140,7 +143,12 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
         );
         println!(
             "  agent disk while connected: {:.2} B written per reading by the kernel's count (goal <= 10); peak RSS {}",
-            median(agent.iter().map(|r| r.disk_bytes / r.readings.max(1.0)).collect()),
+            median(
+                agent
+                    .iter()
+                    .map(|r| r.disk_bytes / r.readings.max(1.0))
+                    .collect()
+            ),
             mib(agent.iter().map(|r| r.hwm).max().unwrap_or(0))
         );
         let per_round: Vec<String> = agent_lat
@@ -298,7 +306,12 @@ fn histogram(port: u16) -> Result<LatencySnapshot, Error> {
         }
     }
     if cumulative.len() != BUCKETS_US.len() + 1 {
-        return Err(format!("{} histogram buckets, expected {}", cumulative.len(), BUCKETS_US.len() + 1).into());
+        return Err(format!(
+            "{} histogram buckets, expected {}",
+            cumulative.len(),
+            BUCKETS_US.len() + 1
+        )
+        .into());
     }
     let counts = cumulative
         .iter()
