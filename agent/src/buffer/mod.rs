@@ -19,7 +19,8 @@
 //!   that a power cut could take back
 //! - disk space is given back in whole segments, as soon as every record in one is
 //!   acknowledged
-//! - the API is synchronous (`std::fs`); the agent calls it from one blocking task
+//! - the API is synchronous (`std::fs`); the agent calls it only from its owner thread
+//!   (`crate::buffer_owner`), never from the async runtime
 //! - the append and read paths do not allocate in steady state (fixed-size header arrays, a
 //!   reused write buffer, a reused read window and [`ReadBatch`])
 //!
@@ -68,9 +69,11 @@
 //! 64 KiB chunks) and returns the record id at once. [`Buffer::flush`] writes what is pending,
 //! issues one `fdatasync` for everything appended since the previous flush (plus an `fsync` of
 //! the directory when a segment was created, and one slot write of the cursor when it moved),
-//! and only then makes those records readable. The agent calls `flush` once per flush tick, so
-//! **a power cut loses at most the records appended since the last successful flush**: that is
-//! the documented window. Sealing a segment syncs it, so only the newest segment can ever end
+//! and only then makes those records readable. The agent appends only what the hub has not
+//! acknowledged within one flush interval of being taken, and flushes right after (a *spill*,
+//! see `crate::link`), so **a power cut loses at most the records appended since the last
+//! successful flush** — readings younger than the flush interval: that is the documented
+//! window. Sealing a segment syncs it, so only the newest segment can ever end
 //! in a torn write.
 //!
 //! ## Reading and acknowledging
