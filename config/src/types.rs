@@ -82,8 +82,8 @@ pub enum Secret {
 /// A secret that could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// The secret's file could not be read.
-    #[error("cannot read the secret file {}: {source}", path.display())]
+    /// The secret's file could not be read (the source says why).
+    #[error("cannot read the secret file {}", path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -91,7 +91,7 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    /// The secret's environment variable is not set.
+    /// The secret's environment variable is not set (or not valid UTF-8).
     #[error("environment variable {0} holding a secret is not set")]
     Env(String),
 }
