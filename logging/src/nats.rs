@@ -1,0 +1,80 @@
+//! The NATS client's connection events, logged rate-limited (feature
+//! `nats`): while a server is away or flapping, `disconnected`, server and
+//! client errors are logged at most once a minute each with the count of
+//! those not logged; `connected` too (a flapping link), and each
+//! `connected` line says how many disconnects there were since the last. The client's own `event: …` info lines are filtered out by
+//! [`crate::QUIET_LIBRARIES`].
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), async_nats::ConnectError> {
+//! let log = tributary_logging::nats::EventLog::new("hub");
+//! let client = async_nats::ConnectOptions::new()
+//!     .event_callback(move |event| log.clone().log(event))
+//!     .connect("nats://127.0.0.1:4222")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use crate::ratelimit::{Decision, RateLimited};
+use async_nats::Event;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Rate-limited logger of one connection's events.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    server: &'static str,
+    limit: Arc<RateLimited>,
+    /// Disconnects since the last `connected` line.
+    disconnects: Arc<AtomicU64>,
+}
+
+impl EventLog {
+    /// A logger for the connection to `server` (`"leaf"`, `"hub"`: shown
+    /// in every line).
+    pub fn new(server: &'static str) -> Self {
+        EventLog {
+            server,
+            limit: Arc::default(),
+            disconnects: Arc::default(),
+        }
+    }
+
+    /// Logs `event` (an `event_callback` of async-nats).
+    pub async fn log(self, event: Event) {
+        self.log_now(&event);
+    }
+
+    /// Logs `event`, synchronously.
+    pub fn log_now(&self, event: &Event) {
+        let server = self.server;
+        let key = match event {
+            Event::Connected => {
+                if let Decision::Log { suppressed } = self.limit.decide("connected") {
+                    let disconnects = self.disconnects.swap(0, Ordering::Relaxed);
+                    tracing::info!(server, disconnects, suppressed, "connected to NATS");
+                }
+                return;
+            }
+            Event::Disconnected => {
+                self.disconnects.fetch_add(1, Ordering::Relaxed);
+                "disconnected"
+            }
+            Event::ServerError(_) => "server error",
+            Event::ClientError(_) => "client error",
+            Event::SlowConsumer(_) => "slow consumer",
+            Event::LameDuckMode | Event::Draining | Event::Closed => {
+                tracing::info!(server, event = %event, "NATS connection");
+                return;
+            }
+        };
+        if let Decision::Log { suppressed } = self.limit.decide(key) {
+            match event {
+                Event::Disconnected => {
+                    tracing::warn!(server, suppressed, "disconnected from NATS; reconnecting")
+                }
+                _ => tracing::warn!(server, event = %event, suppressed, "NATS connection problem"),
+            }
+        }
+    }
+}
