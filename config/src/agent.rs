@@ -202,8 +202,8 @@ pub struct MqttBroker {
     /// Broker host. Default `"localhost"`.
     #[serde(default = "default_mqtt_host")]
     pub host: String,
-    /// Broker port. Default 1883.
-    #[serde(default = "default_mqtt_port")]
+    /// Broker port, 1 to 65535. Default 1883.
+    #[serde(default = "default_mqtt_port", deserialize_with = "crate::size::port")]
     pub port: u16,
     /// Client id; kept stable so the broker keeps the session (QoS 1)
     /// across restarts. Default `tributary-<device>`.

@@ -162,6 +162,20 @@ fn check_refuses_every_configuration_that_run_would_refuse_naming_the_key_and_li
             says: &["expected a whole number of at least 1"],
         },
         Case {
+            name: "a port out of range",
+            toml: "[mqtt]\nport = 70000\n".into(),
+            key: "mqtt.port",
+            line: Some(4),
+            says: &["expected a port number from 1 to 65535"],
+        },
+        Case {
+            name: "a duration without a unit",
+            toml: "[buffer]\nflush_interval = 5\n".into(),
+            key: "buffer.flush_interval",
+            line: Some(4),
+            says: &["expected a duration such as \"10s\""],
+        },
+        Case {
             name: "a segment larger than the buffer accepts",
             toml: "[buffer]\nmax_size = \"16 GiB\"\nsegment_size = \"4 GiB\"\n".into(),
             key: "buffer.segment_size",

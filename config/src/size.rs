@@ -5,8 +5,8 @@
 //! and so on up to `EiB`, in any case), or a bare integer of bytes. A size
 //! too large to count in 64 bits is refused rather than clamped. Counts are
 //! whole numbers of at least 1. The functions here are the
-//! `deserialize_with` of the configuration's `ByteSize` and `NonZero*`
-//! fields; [`fmt_size`] prints a size back the way it was probably written.
+//! `deserialize_with` of the configuration's `ByteSize`, `NonZero*` and
+//! port fields; [`fmt_size`] prints a size back the way it was probably written.
 
 use bytesize::ByteSize;
 use serde::Deserializer;
@@ -175,6 +175,28 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error
 /// `deserialize_with` of an optional size (with `#[serde(default)]`).
 pub(crate) fn option_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
     size(d).map(Some)
+}
+
+/// `deserialize_with` of a TCP port: 1 to 65535.
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port number from 1 to 65535")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            u16::try_from(v).ok().filter(|p| *p != 0).ok_or_else(|| {
+                E::custom(format_args!(
+                    "{v} is not a port: expected a port number from 1 to 65535"
+                ))
+            })
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// A count type: `NonZeroUsize`, `NonZeroU32`.

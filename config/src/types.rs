@@ -45,9 +45,39 @@ impl fmt::Debug for NonZeroDuration {
     }
 }
 
+/// What a duration looks like, for error messages.
+const DURATION_EXAMPLE: &str = "a duration such as \"10s\", \"250ms\" or \"1m 30s\"";
+
 impl<'de> Deserialize<'de> for NonZeroDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let d: Duration = humantime_serde::deserialize(d)?;
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(DURATION_EXAMPLE)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                humantime::parse_duration(v).map_err(|e| {
+                    E::custom(format_args!(
+                        "{v:?} is not a duration ({e}): expected {DURATION_EXAMPLE}"
+                    ))
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format_args!(
+                    "{v} has no unit: expected {DURATION_EXAMPLE}, written as a string (\"{v}s\")"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format_args!(
+                    "{v} has no unit: expected {DURATION_EXAMPLE}, written as a string"
+                )))
+            }
+        }
+        let d = d.deserialize_any(V)?;
         NonZeroDuration::new(d).ok_or_else(|| {
             de::Error::custom("a duration greater than zero is required, such as \"10s\"")
         })
@@ -194,6 +224,17 @@ mod tests {
                 .unwrap_or_default()
                 .contains("hunter2")
         );
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_or_with_an_unknown_one_says_what_a_duration_looks_like() {
+        for text in ["d = 5", "d = \"5 parsecs\"", "d = 1.5", "d = true"] {
+            let err = toml::from_str::<T>(&format!("s = \"x\"\n{text}")).unwrap_err();
+            assert!(
+                err.to_string().contains("a duration such as \"10s\""),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]
