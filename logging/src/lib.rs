@@ -113,11 +113,8 @@ pub enum Format {
 /// How a program logs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
-    /// Text or JSON.
+    /// Text (`tracing-subscriber`'s compact lines) or JSON.
     pub format: Format,
-    /// Text lines in `tracing-subscriber`'s compact form (fields after
-    /// the message, spans' fields at the end) rather than its full form.
-    pub compact: bool,
     /// Environment variables holding a filter (`info,tributary_agent=debug`),
     /// the first one set wins.
     pub filter_vars: &'a [&'a str],
@@ -149,40 +146,24 @@ pub fn init(options: Options<'_>) -> Destination {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// The formatting layer for `destination`.
+/// The formatting layer for `destination`. Three layer types in all (the
+/// agent's size budget counts each one): JSON, the terminal's, and the
+/// sanitized one of files and the journal.
 fn layer(options: Options<'_>, destination: Destination) -> BoxedLayer {
     let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match (options.format, destination) {
         (Format::Json, _) => base.json().boxed(),
         (Format::Text, Destination::Terminal { colour }) => {
-            let base = base.with_ansi(colour);
-            if options.compact {
-                base.compact().boxed()
-            } else {
-                base.boxed()
-            }
+            base.with_ansi(colour).compact().boxed()
         }
-        (Format::Text, Destination::Journal) => {
-            let base = base.with_ansi(false).without_time();
-            if options.compact {
-                let inner = tracing_subscriber::fmt::format().compact().without_time();
-                base.event_format(sanitize::Sanitized::journal(inner))
-                    .boxed()
+        (Format::Text, Destination::Journal | Destination::Plain) => {
+            let inner = tracing_subscriber::fmt::format().compact().without_time();
+            let format = if destination == Destination::Journal {
+                sanitize::Sanitized::journal(inner)
             } else {
-                let inner = tracing_subscriber::fmt::format().without_time();
-                base.event_format(sanitize::Sanitized::journal(inner))
-                    .boxed()
-            }
-        }
-        (Format::Text, Destination::Plain) => {
-            let base = base.with_ansi(false);
-            if options.compact {
-                let inner = tracing_subscriber::fmt::format().compact();
-                base.event_format(sanitize::Sanitized::plain(inner)).boxed()
-            } else {
-                let inner = tracing_subscriber::fmt::format();
-                base.event_format(sanitize::Sanitized::plain(inner)).boxed()
-            }
+                sanitize::Sanitized::plain(inner)
+            };
+            base.with_ansi(false).event_format(format).boxed()
         }
     }
 }

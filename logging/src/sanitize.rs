@@ -1,16 +1,19 @@
 //! The text formats for a file, a pipe or the journal: each event is
-//! formatted by `tracing-subscriber`'s own format, then written with its
-//! control characters escaped and, for the journal, with the event's syslog
-//! priority (`<3>` error … `<7>` debug) in front of every line, so that the
+//! formatted by `tracing-subscriber`'s own format (without time), then
+//! written with its control characters escaped, after a timestamp for a
+//! file or pipe, and for the journal with the event's syslog priority
+//! (`<3>` error … `<7>` debug) in front of every line instead, so that the
 //! lines of a multi-line message keep their level too.
 
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// An event format that escapes control characters of what `inner` writes.
+/// An event format that escapes control characters of what `inner` writes
+/// and adds either a timestamp (files) or priorities (journal).
 #[derive(Debug)]
 pub(crate) struct Sanitized<F> {
     inner: F,
@@ -18,7 +21,7 @@ pub(crate) struct Sanitized<F> {
 }
 
 impl<F> Sanitized<F> {
-    /// For files and pipes.
+    /// For files and pipes: a timestamp first.
     pub(crate) fn plain(inner: F) -> Self {
         Sanitized {
             inner,
@@ -58,6 +61,10 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut text = String::new();
+        if !self.priority_prefix {
+            SystemTime.format_time(&mut Writer::new(&mut text))?;
+            text.push(' ');
+        }
         self.inner
             .format_event(ctx, Writer::new(&mut text), event)?;
         let prefix = self

@@ -71,7 +71,6 @@ fn main() -> std::process::ExitCode {
                     LogFormat::Text => tributary_logging::Format::Text,
                     LogFormat::Json => tributary_logging::Format::Json,
                 },
-                compact: true,
                 filter_vars: &["TRIBUTARY_LOG"],
                 default_filter: "info",
             });

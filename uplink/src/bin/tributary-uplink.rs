@@ -78,7 +78,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tributary_logging::init(tributary_logging::Options {
         format: tributary_logging::Format::Text,
-        compact: false,
         filter_vars: &["TRIBUTARY_LOG", "RUST_LOG"],
         default_filter: "info",
     });
