@@ -83,7 +83,15 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Check(ConfigFile { config }) => check(&config),
-        Command::Run(ConfigFile { config }) => run(&config),
+        Command::Run(ConfigFile { config }) => match run(&config) {
+            // Logged like every other line of the service (journald:
+            // priority 3), once.
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+            ok => ok,
+        },
         Command::Tail {
             brokers,
             topic,
