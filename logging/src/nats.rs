@@ -33,9 +33,14 @@ impl EventLog {
     /// A logger for the connection to `server` (`"leaf"`, `"hub"`: shown
     /// in every line).
     pub fn new(server: &'static str) -> Self {
+        Self::with_window(server, crate::ratelimit::LOG_EVERY)
+    }
+
+    /// A logger logging each kind of event at most once per `every`.
+    pub fn with_window(server: &'static str, every: std::time::Duration) -> Self {
         EventLog {
             server,
-            limit: Arc::default(),
+            limit: Arc::new(RateLimited::new(every)),
             disconnects: Arc::default(),
         }
     }
@@ -76,5 +81,71 @@ impl EventLog {
                 _ => tracing::warn!(server, event = %event, suppressed, "NATS connection problem"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A writer into a shared buffer, for reading back what was logged.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_flapping_connection_logs_one_line_per_kind_and_counts_the_disconnects() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let log = EventLog::with_window("leaf", std::time::Duration::from_secs(3600));
+            log.log_now(&Event::Connected);
+            for _ in 0..100 {
+                log.log_now(&Event::Disconnected);
+                log.log_now(&Event::Connected);
+            }
+            // Another window: the next line counts every disconnect.
+            let later = EventLog {
+                limit: Arc::new(RateLimited::new(std::time::Duration::ZERO)),
+                ..log.clone()
+            };
+            later.log_now(&Event::Connected);
+        });
+        let text = String::from_utf8(capture.0.lock().expect("capture").clone()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("disconnected from NATS"))
+                .count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("connected to NATS"))
+                .count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            lines.last().is_some_and(|l| l.contains("disconnects=100")),
+            "{text}"
+        );
     }
 }
