@@ -6,8 +6,9 @@
 //! and validates it; any mistake comes back as a [`ConfigError`] that names
 //! the file, the line and column, the key (as a dotted path such as
 //! `sensors.file[0].interval`) and what was expected. With feature
-//! `client`, [`check_agent`] and [`check_uplink`] also resolve every secret
-//! and read every file the programs will need (see [`check`]).
+//! `client`, `check_agent` and `check_uplink` also resolve every secret
+//! and read every file the programs will need (module `check`). Sizes and
+//! counts are read by [`size`], with errors in the user's terms.
 
 pub mod agent;
 #[cfg(feature = "client")]
