@@ -2,7 +2,9 @@
 //! (user/password, token, credentials file, nkey seed) and TLS.
 //!
 //! The connection retries forever, also on the first attempt, so the agent
-//! starts and buffers even when the local leaf is not up yet.
+//! starts and buffers even when the local leaf is not up yet. Its events
+//! are logged rate-limited (`tributary_config::logging::nats`): a leaf that is away
+//! for an hour costs about one line a minute, not one per attempt.
 
 use std::time::Duration;
 use tributary_config::NatsConnection;
@@ -34,14 +36,9 @@ pub async fn connect(
             Duration::from_millis((100 * attempts.min(50) as u64).max(100))
                 .min(Duration::from_secs(5))
         })
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("disconnected from NATS; reconnecting")
-                }
-                other => tracing::debug!(event = %other, "NATS event"),
-            }
+        .event_callback({
+            let log = tributary_config::logging::nats::EventLog::new("leaf");
+            move |event| log.clone().log(event)
         });
     Ok(opts.connect(cfg.urls.clone()).await?)
 }

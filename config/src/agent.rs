@@ -14,6 +14,8 @@
 
 use crate::nats::NatsConnection;
 use crate::sensors::Sensors;
+use crate::size::{count, fmt_size, size};
+use crate::spans::written;
 use crate::types::NonZeroDuration;
 use crate::{Validate, ValidationError};
 use bytesize::ByteSize;
@@ -76,17 +78,17 @@ pub struct ForwardSection {
     #[serde(default = "default_prefix")]
     pub subject_prefix: String,
     /// Most readings in one message. Default 500.
-    #[serde(default = "default_max_readings")]
+    #[serde(default = "default_max_readings", deserialize_with = "count")]
     pub max_readings: NonZeroUsize,
     /// Largest encoded message. Default `"64 KiB"`.
-    #[serde(default = "default_max_message")]
+    #[serde(default = "default_max_message", deserialize_with = "size")]
     pub max_message_size: ByteSize,
     /// How long to wait for the hub's acknowledgement before sending the same
     /// message again. Default `"5s"`.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout: NonZeroDuration,
     /// Most messages awaiting the hub's acknowledgement at once. Default 64.
-    #[serde(default = "default_in_flight")]
+    #[serde(default = "default_in_flight", deserialize_with = "count")]
     pub max_in_flight: NonZeroUsize,
     /// First retry delay after a failure; doubles up to `backoff_max`, with
     /// jitter. Default `"200ms"`.
@@ -101,7 +103,11 @@ pub struct ForwardSection {
     /// bursts into fewer messages; every reading waits up to this long.
     /// Must be shorter than `buffer.flush_interval`. Default `"1ms"`; `"0s"`
     /// publishes every reading on its own.
-    #[serde(default = "default_linger", with = "humantime_serde")]
+    #[serde(
+        default = "default_linger",
+        deserialize_with = "crate::types::duration",
+        serialize_with = "humantime_serde::serialize"
+    )]
     pub linger: Duration,
 }
 
@@ -165,11 +171,14 @@ pub struct BufferSection {
     /// Directory of the buffer. Default `<state_dir>/buffer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// Most disk space the buffer may use. Default `"64 MiB"`.
-    #[serde(default = "default_max_size")]
+    /// Most disk space the buffer may use: at least twice `segment_size`.
+    /// Default `"64 MiB"`.
+    #[serde(default = "default_max_size", deserialize_with = "size")]
     pub max_size: ByteSize,
-    /// Size of one segment file. Default `"1 MiB"`.
-    #[serde(default = "default_segment_size")]
+    /// Size of one segment file: 4 KiB to 2 GiB, at most half of
+    /// `max_size`, and room for two messages of `forward.max_message_size`.
+    /// Default `"1 MiB"`.
+    #[serde(default = "default_segment_size", deserialize_with = "size")]
     pub segment_size: ByteSize,
     /// Every reading is acknowledged by the hub or written and fsynced to the
     /// buffer within this interval of being taken (readings the hub
@@ -212,8 +221,8 @@ pub struct MqttBroker {
     /// Broker host. Default `"localhost"`.
     #[serde(default = "default_mqtt_host")]
     pub host: String,
-    /// Broker port. Default 1883.
-    #[serde(default = "default_mqtt_port")]
+    /// Broker port, 1 to 65535. Default 1883.
+    #[serde(default = "default_mqtt_port", deserialize_with = "crate::size::port")]
     pub port: u16,
     /// Client id; kept stable so the broker keeps the session (QoS 1)
     /// across restarts. Default `tributary-<device>`.
@@ -230,7 +239,7 @@ pub struct MqttBroker {
     pub keep_alive: NonZeroDuration,
     /// Largest payload accepted; larger ones are counted and dropped.
     /// Default `"64 KiB"`.
-    #[serde(default = "default_mqtt_max_payload")]
+    #[serde(default = "default_mqtt_max_payload", deserialize_with = "size")]
     pub max_payload: ByteSize,
 }
 
@@ -291,6 +300,10 @@ impl Default for MetricsSection {
 
 /// Default message-size cap of the hub's NATS server (1 MiB).
 const NATS_MAX_PAYLOAD: u64 = 1024 * 1024;
+/// Smallest segment the buffer accepts.
+const MIN_SEGMENT: u64 = 4096;
+/// Largest segment the buffer accepts (offsets in a segment are 32-bit).
+const MAX_SEGMENT: u64 = 1 << 31;
 
 impl AgentConfig {
     /// The directory of the buffer.
@@ -311,7 +324,7 @@ impl AgentConfig {
 }
 
 impl Validate for AgentConfig {
-    fn validate(&self, _source: &str) -> Result<(), ValidationError> {
+    fn validate(&self, source: &str) -> Result<(), ValidationError> {
         let device = &self.agent.device;
         tributary_wire::subject::validate_token("device", device.get_ref()).map_err(|e| {
             ValidationError::new("agent.device", Some(device.span()), e.to_string())
@@ -319,31 +332,7 @@ impl Validate for AgentConfig {
         self.nats.validate()?;
         tributary_wire::subject::validate_prefix(&self.forward.subject_prefix)
             .map_err(|e| ValidationError::new("forward.subject_prefix", None, e.to_string()))?;
-        if self.metrics.stall_after <= self.forward.backoff_max
-            || self.metrics.stall_after <= self.buffer.flush_interval
-        {
-            return Err(ValidationError::new(
-                "metrics.stall_after",
-                None,
-                "must be longer than forward.backoff_max and buffer.flush_interval, or a hub \
-                 that is away (or a slow flush) would look like a stall to the watchdog",
-            ));
-        }
-        if self.forward.linger >= self.buffer.flush_interval.get() {
-            return Err(ValidationError::new(
-                "forward.linger",
-                None,
-                "must be shorter than buffer.flush_interval: a reading is on disk or \
-                 acknowledged by the hub within one flush interval of being taken",
-            ));
-        }
-        if self.forward.backoff_initial > self.forward.backoff_max {
-            return Err(ValidationError::new(
-                "forward.backoff_initial",
-                None,
-                "must not be longer than forward.backoff_max",
-            ));
-        }
+        self.validate_timing(source)?;
         if self.forward.max_message_size.as_u64() > NATS_MAX_PAYLOAD
             || self.forward.max_message_size.as_u64() < 1024
         {
@@ -353,27 +342,143 @@ impl Validate for AgentConfig {
                 "must be between 1 KiB and 1 MiB (the NATS server's default max_payload)",
             ));
         }
-        let (max, seg) = (
-            self.buffer.max_size.as_u64(),
-            self.buffer.segment_size.as_u64(),
+        self.validate_buffer_sizes(source)?;
+        self.validate_sensors()
+    }
+}
+
+/// `value` of `key` as an error message shows it: marked as the default
+/// when `source` does not set it.
+fn shown(source: &str, key: &str, value: impl std::fmt::Display) -> String {
+    if written(source, key) {
+        format!("{key} = {value}")
+    } else {
+        format!("{key} = {value}, the default")
+    }
+}
+
+/// The first of `keys` that `source` sets, else the first.
+fn blamed<'k>(source: &str, keys: &[&'k str]) -> &'k str {
+    keys.iter()
+        .copied()
+        .find(|k| written(source, k))
+        .unwrap_or(keys[0])
+}
+
+impl AgentConfig {
+    /// The watchdog window against the flush interval and retry delays.
+    fn validate_timing(&self, source: &str) -> Result<(), ValidationError> {
+        let (stall, backoff, flush) = (
+            self.metrics.stall_after,
+            self.forward.backoff_max,
+            self.buffer.flush_interval,
         );
-        if seg < 4096 || seg > max / 2 {
+        if stall <= backoff || stall <= flush {
+            let other = if stall <= backoff {
+                "forward.backoff_max"
+            } else {
+                "buffer.flush_interval"
+            };
+            let key = blamed(source, &["metrics.stall_after", other]);
             return Err(ValidationError::new(
-                "buffer.segment_size",
+                key,
                 None,
                 format!(
-                    "must be at least 4 KiB and at most half of buffer.max_size ({})",
-                    self.buffer.max_size
+                    "metrics.stall_after must be longer than forward.backoff_max and \
+                     buffer.flush_interval ({}; {}; {}), or a hub that is away (or a slow \
+                     flush) would look like a stall to the watchdog",
+                    shown(source, "metrics.stall_after", format_args!("{stall:?}")),
+                    shown(source, "forward.backoff_max", format_args!("{backoff:?}")),
+                    shown(source, "buffer.flush_interval", format_args!("{flush:?}")),
                 ),
             ));
         }
-        if seg < self.forward.max_message_size.as_u64() * 2 {
+        let (linger, flush) = (self.forward.linger, self.buffer.flush_interval);
+        if linger >= flush.get() {
+            let key = blamed(source, &["forward.linger", "buffer.flush_interval"]);
             return Err(ValidationError::new(
-                "buffer.segment_size",
+                key,
                 None,
-                "must hold at least two messages of forward.max_message_size",
+                format!(
+                    "forward.linger must be shorter than buffer.flush_interval ({}; {}): a \
+                     reading is on disk or acknowledged by the hub within one flush interval \
+                     of being taken",
+                    shown(source, "forward.linger", format_args!("{linger:?}")),
+                    shown(source, "buffer.flush_interval", format_args!("{flush:?}")),
+                ),
             ));
         }
+        let (initial, max) = (self.forward.backoff_initial, self.forward.backoff_max);
+        if initial > max {
+            let key = blamed(source, &["forward.backoff_initial", "forward.backoff_max"]);
+            return Err(ValidationError::new(
+                key,
+                None,
+                format!(
+                    "forward.backoff_initial must not be longer than forward.backoff_max ({}; {})",
+                    shown(
+                        source,
+                        "forward.backoff_initial",
+                        format_args!("{initial:?}")
+                    ),
+                    shown(source, "forward.backoff_max", format_args!("{max:?}")),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Segment size against the size cap and the message size, blaming the
+    /// key the user wrote rather than a default it collided with.
+    fn validate_buffer_sizes(&self, source: &str) -> Result<(), ValidationError> {
+        const SEG: &str = "buffer.segment_size";
+        const MAX: &str = "buffer.max_size";
+        const MSG: &str = "forward.max_message_size";
+        let (max, seg, msg) = (
+            self.buffer.max_size,
+            self.buffer.segment_size,
+            self.forward.max_message_size,
+        );
+        let show = |key, v| shown(source, key, format_args!("{:?}", fmt_size(v)));
+        if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&seg.as_u64()) {
+            return Err(ValidationError::new(
+                SEG,
+                None,
+                format!("must be between 4 KiB and 2 GiB ({})", show(SEG, seg)),
+            ));
+        }
+        if seg.as_u64() > max.as_u64() / 2 {
+            let key = blamed(source, &[SEG, MAX]);
+            return Err(ValidationError::new(
+                key,
+                None,
+                format!(
+                    "buffer.max_size must be at least twice buffer.segment_size ({}; {}): \
+                     raise max_size to at least {:?} or lower segment_size",
+                    show(MAX, max),
+                    show(SEG, seg),
+                    fmt_size(ByteSize(seg.as_u64() * 2)),
+                ),
+            ));
+        }
+        if seg.as_u64() < msg.as_u64() * 2 {
+            let key = blamed(source, &[SEG, MSG]);
+            return Err(ValidationError::new(
+                key,
+                None,
+                format!(
+                    "buffer.segment_size must hold at least two messages of \
+                     forward.max_message_size ({}; {})",
+                    show(SEG, seg),
+                    show(MSG, msg),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sensor ids, deadbands, tags, commands and MQTT topics.
+    fn validate_sensors(&self) -> Result<(), ValidationError> {
         let mut seen: HashMap<&str, String> = HashMap::new();
         for (kind, i, s) in self.sensors.all() {
             let id = s.id();

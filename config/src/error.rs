@@ -42,8 +42,8 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// A configuration that could not be loaded. Nothing was started.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read the configuration: {source}", file.display())]
+    /// The file could not be read (the source says why).
+    #[error("{}: cannot read the configuration", file.display())]
     Read {
         /// The file.
         file: PathBuf,
@@ -95,9 +95,12 @@ impl ConfigError {
         source: &str,
         v: ValidationError,
     ) -> ConfigError {
+        // A rule that did not say where points at the key when the file
+        // writes it (a default has no line).
+        let span = v.span.or_else(|| crate::spans::find(source, &v.key));
         ConfigError::Invalid {
             file: file.to_owned(),
-            location: v.span.map(|s| Location::of(source, s.start)),
+            location: span.map(|s| Location::of(source, s.start)),
             key: v.key,
             message: v.message,
         }

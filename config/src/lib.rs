@@ -5,18 +5,32 @@
 //! out of the box. Loading a file ([`load_agent`], [`load_uplink`]) parses it
 //! and validates it; any mistake comes back as a [`ConfigError`] that names
 //! the file, the line and column, the key (as a dotted path such as
-//! `sensors.file[0].interval`) and what was expected.
+//! `sensors.file[0].interval`) and what was expected. With feature
+//! `client`, `check_agent` and `check_uplink` also resolve every secret
+//! and read every file the programs will need (module `check`). Sizes and
+//! counts are read by [`size`], with errors in the user's terms. With
+//! feature `logging`, module `logging` sets up both programs' logs (the
+//! one piece here that is not configuration: both binaries need it, and it
+//! needs no crate of its own).
 
 pub mod agent;
+#[cfg(feature = "client")]
+pub mod check;
 mod error;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod nats;
 #[cfg(feature = "client")]
 pub mod nats_client;
 mod sensors;
+pub mod size;
+mod spans;
 mod types;
 pub mod uplink;
 
 pub use agent::{AgentConfig, WhenFull};
+#[cfg(feature = "client")]
+pub use check::{check_agent, check_uplink};
 pub use error::{ConfigError, Location};
 pub use nats::{NatsConnection, TlsFiles};
 pub use sensors::*;
@@ -75,12 +89,16 @@ pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &Path) -> Resul
     Ok(value)
 }
 
-fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// The text of the configuration file `path`.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
-    })?;
-    parse(&text, path)
+    })
+}
+
+fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
+    parse(&read(path)?, path)
 }
 
 /// Reads, parses and validates the agent's configuration file.

@@ -94,12 +94,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_complete_table_builds_options() {
-        client_options(
-            &conn("urls = [\"nats://127.0.0.1:4222\"]\ntoken = \"t0k3n\"\nname = \"pi\""),
-            "t",
+    async fn a_complete_table_maps_name_timeout_tls_and_unlimited_reconnects_into_the_options() {
+        let opts = client_options(
+            &conn(
+                "urls = [\"tls://127.0.0.1:4222\"]\ntoken = \"t0k3n-secret\"\nname = \"pi\"\n\
+                 connect_timeout = \"2s\"\n[tls]\nca_file = \"/etc/ca.pem\"\n\
+                 cert_file = \"/etc/c.pem\"\nkey_file = \"/etc/c.key\"\n",
+            ),
+            "default-name",
         )
         .await
         .expect("options");
+        let shown = format!("{opts:?}");
+        for expected in [
+            "\"name\": Some(\"pi\")",
+            "\"connection_timeout\": 2s",
+            "\"max_reconnects\": None",
+            "\"tls_required\": true",
+            "\"certificates\": [\"/etc/ca.pem\"]",
+            "\"client_cert\": Some(\"/etc/c.pem\")",
+            "\"client_key\": Some(\"/etc/c.key\")",
+        ] {
+            assert!(shown.contains(expected), "{expected} not in {shown}");
+        }
+        assert!(!shown.contains("t0k3n-secret"), "{shown}");
+        let opts = client_options(&conn(""), "default-name")
+            .await
+            .expect("options");
+        let shown = format!("{opts:?}");
+        assert!(
+            shown.contains("\"name\": Some(\"default-name\")"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"tls_required\": false"), "{shown}");
     }
 }

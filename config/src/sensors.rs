@@ -62,7 +62,7 @@ macro_rules! polled_sensor {
             pub deadband: Option<f64>,
             /// With a deadband, still send at least every `heartbeat`
             /// readings. Default 10.
-            #[serde(default = "default_heartbeat")]
+            #[serde(default = "default_heartbeat", deserialize_with = "crate::size::count")]
             pub heartbeat: NonZeroU32,
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
@@ -245,7 +245,7 @@ pub struct MqttSensor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadband: Option<f64>,
     /// With a deadband, still send at least every `heartbeat` readings.
-    #[serde(default = "default_heartbeat")]
+    #[serde(default = "default_heartbeat", deserialize_with = "crate::size::count")]
     pub heartbeat: NonZeroU32,
 }
 

@@ -45,13 +45,49 @@ impl fmt::Debug for NonZeroDuration {
     }
 }
 
+/// What a duration looks like, for error messages.
+const DURATION_EXAMPLE: &str = "a duration such as \"10s\", \"250ms\" or \"1m 30s\"";
+
 impl<'de> Deserialize<'de> for NonZeroDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let d: Duration = humantime_serde::deserialize(d)?;
+        let d = duration(d)?;
         NonZeroDuration::new(d).ok_or_else(|| {
             de::Error::custom("a duration greater than zero is required, such as \"10s\"")
         })
     }
+}
+
+/// A duration (zero allowed) written for humans, with errors in the
+/// user's terms; for `#[serde(deserialize_with = "crate::types::duration")]`.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(DURATION_EXAMPLE)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            humantime::parse_duration(v).map_err(|e| {
+                E::custom(format_args!(
+                    "{v:?} is not a duration ({e}): expected {DURATION_EXAMPLE}"
+                ))
+            })
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            Err(E::custom(format_args!(
+                "{v} has no unit: expected {DURATION_EXAMPLE}, written as a string (\"{v}s\")"
+            )))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            Err(E::custom(format_args!(
+                "{v} has no unit: expected {DURATION_EXAMPLE}, written as a string"
+            )))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 impl Serialize for NonZeroDuration {
@@ -82,8 +118,8 @@ pub enum Secret {
 /// A secret that could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// The secret's file could not be read.
-    #[error("cannot read the secret file {}: {source}", path.display())]
+    /// The secret's file could not be read (the source says why).
+    #[error("cannot read the secret file {}", path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -91,7 +127,7 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    /// The secret's environment variable is not set.
+    /// The secret's environment variable is not set (or not valid UTF-8).
     #[error("environment variable {0} holding a secret is not set")]
     Env(String),
 }
@@ -194,6 +230,17 @@ mod tests {
                 .unwrap_or_default()
                 .contains("hunter2")
         );
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_or_with_an_unknown_one_says_what_a_duration_looks_like() {
+        for text in ["d = 5", "d = \"5 parsecs\"", "d = 1.5", "d = true"] {
+            let err = toml::from_str::<T>(&format!("s = \"x\"\n{text}")).unwrap_err();
+            assert!(
+                err.to_string().contains("a duration such as \"10s\""),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

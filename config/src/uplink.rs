@@ -19,6 +19,7 @@
 //! `[exactly_once]` and `[http]` (metrics and health).
 
 use crate::nats::NatsConnection;
+use crate::size::{count, option_count, option_size, size};
 use crate::types::NonZeroDuration;
 use crate::{Validate, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ pub struct StreamSection {
     #[serde(default)]
     pub storage: StorageKind,
     /// Replicas in a clustered hub. Default 1.
-    #[serde(default = "one_u32")]
+    #[serde(default = "one_u32", deserialize_with = "count")]
     pub replicas: NonZeroU32,
     /// How long the hub remembers `Nats-Msg-Id`s to drop resends. Default
     /// `"2m"`; keep it longer than an agent's longest retry cycle.
@@ -100,7 +101,11 @@ pub struct StreamSection {
     )]
     pub max_age: Option<std::time::Duration>,
     /// Most bytes kept. Absent: no size limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "option_size"
+    )]
     pub max_bytes: Option<bytesize::ByteSize>,
 }
 
@@ -145,14 +150,14 @@ pub struct ConsumerSection {
     pub durable: String,
     /// Most messages delivered but not yet acknowledged (bounds memory and
     /// in-flight Kafka writes). Default 1024.
-    #[serde(default = "default_max_ack_pending")]
+    #[serde(default = "default_max_ack_pending", deserialize_with = "count")]
     pub max_ack_pending: NonZeroUsize,
     /// How long JetStream waits for an ack before redelivering. Default
     /// `"30s"`.
     #[serde(default = "default_ack_wait")]
     pub ack_wait: NonZeroDuration,
     /// Messages asked for per pull request. Default 256.
-    #[serde(default = "default_pull_batch")]
+    #[serde(default = "default_pull_batch", deserialize_with = "count")]
     pub pull_batch: NonZeroUsize,
     /// How long JetStream waits before redelivering a message whose Kafka
     /// write failed (the uplink naks it with this delay). Default `"5s"`.
@@ -244,10 +249,10 @@ pub struct KafkaSection {
     #[serde(default)]
     pub create_topics: bool,
     /// Partitions of topics the uplink creates. Default 3.
-    #[serde(default = "default_partitions")]
+    #[serde(default = "default_partitions", deserialize_with = "count")]
     pub partitions: NonZeroU32,
     /// Replication factor of topics the uplink creates. Default 1.
-    #[serde(default = "one_u32")]
+    #[serde(default = "one_u32", deserialize_with = "count")]
     pub replication_factor: NonZeroU32,
     /// Topic configs of topics the uplink creates, such as
     /// `"retention.ms" = "604800000"`.
@@ -256,7 +261,7 @@ pub struct KafkaSection {
     /// Largest record the uplink writes; a larger one goes to the
     /// dead-letter topic (with only its headers). Keep it at or below the
     /// broker's `message.max.bytes`. Default `"1 MiB"`.
-    #[serde(default = "default_max_record")]
+    #[serde(default = "default_max_record", deserialize_with = "size")]
     pub max_record_bytes: bytesize::ByteSize,
     /// Compression: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
     #[serde(default)]
@@ -265,7 +270,7 @@ pub struct KafkaSection {
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub linger: std::time::Duration,
     /// Largest batch per partition. Default `"1 MiB"`.
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "default_batch_size", deserialize_with = "size")]
     pub batch_size: bytesize::ByteSize,
     /// How long one Kafka write may take before it counts as failed (and
     /// the JetStream message is redelivered). Default `"30s"`. Not used in
@@ -397,7 +402,11 @@ pub struct ExactlyOnceSection {
     #[serde(default)]
     pub enabled: bool,
     /// How many uplinks share the work. Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "option_count"
+    )]
     pub replicas: Option<NonZeroU32>,
     /// Which one this is, `0..replicas`. Default 0.
     #[serde(default)]
@@ -453,92 +462,6 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "message.timeout.ms",
     "delivery.timeout.ms",
 ];
-
-/// One token of a parsed subject pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PatternToken {
-    /// Must equal this token.
-    Literal(String),
-    /// `*`: any one token (captured).
-    One,
-    /// `>`: one or more tokens, last in the pattern (captured, joined by `.`).
-    Rest,
-}
-
-/// Parses a NATS subject pattern into tokens.
-pub fn parse_pattern(pattern: &str) -> Result<Vec<PatternToken>, String> {
-    let tokens: Vec<&str> = pattern.split('.').collect();
-    let mut out = Vec::with_capacity(tokens.len());
-    for (i, t) in tokens.iter().enumerate() {
-        match *t {
-            "" => return Err(format!("{pattern:?} has an empty token")),
-            "*" => out.push(PatternToken::One),
-            ">" if i + 1 == tokens.len() => out.push(PatternToken::Rest),
-            ">" => return Err(format!("in {pattern:?}, `>` may only be the last token")),
-            lit if lit.contains(|c: char| c.is_whitespace()) => {
-                return Err(format!("{pattern:?} contains whitespace"));
-            }
-            lit => out.push(PatternToken::Literal(lit.to_owned())),
-        }
-    }
-    Ok(out)
-}
-
-/// One part of a parsed topic template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TemplatePart {
-    /// Copied as is.
-    Literal(String),
-    /// The token the n-th wildcard matched (0-based here, `{n+1}` in TOML).
-    Capture(usize),
-}
-
-/// Parses a topic template such as `power.{1}` against a pattern with
-/// `wildcards` wildcards.
-pub fn parse_template(template: &str, wildcards: usize) -> Result<Vec<TemplatePart>, String> {
-    let mut parts = Vec::new();
-    let mut rest = template;
-    while !rest.is_empty() {
-        if let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(TemplatePart::Literal(rest[..open].to_owned()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("{template:?} has an unclosed `{{`"))?
-                + open;
-            let n: usize = rest[open + 1..close].parse().map_err(|_| {
-                format!(
-                    "{template:?}: `{}` is not a capture; write {{1}}, {{2}}… for the tokens the wildcards matched",
-                    &rest[open..=close]
-                )
-            })?;
-            if n == 0 || n > wildcards {
-                return Err(format!(
-                    "{template:?} uses {{{n}}} but the subject pattern has {wildcards} wildcard(s)"
-                ));
-            }
-            parts.push(TemplatePart::Capture(n - 1));
-            rest = &rest[close + 1..];
-        } else {
-            parts.push(TemplatePart::Literal(rest.to_owned()));
-            rest = "";
-        }
-    }
-    for p in &parts {
-        if let TemplatePart::Literal(l) = p {
-            if l.contains('}') || !l.chars().all(valid_topic_char) {
-                return Err(format!(
-                    "{template:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
-                ));
-            }
-        }
-    }
-    if parts.is_empty() {
-        return Err("the topic is empty".to_owned());
-    }
-    Ok(parts)
-}
 
 fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ValidationError {
     ValidationError::new(key, None, msg)
@@ -640,14 +563,9 @@ impl Validate for UplinkConfig {
     }
 }
 
-fn valid_topic_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-/// Whether `t` is a legal Kafka topic name.
-pub fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 249 && t != "." && t != ".." && t.chars().all(valid_topic_char)
-}
+#[path = "uplink_patterns.rs"]
+mod patterns;
+pub use patterns::*;
 
 #[cfg(test)]
 #[path = "uplink_tests.rs"]

@@ -160,3 +160,55 @@ fn the_resolved_config_prints_as_toml_and_parses_back() {
     assert_eq!(back.http, c.http);
     assert_eq!(back.kafka, c.kafka);
 }
+
+#[test]
+fn bad_sizes_and_counts_are_refused_in_the_users_terms_at_their_line() {
+    for (text, key, line, says) in [
+        (
+            "[kafka]\nmax_record_bytes = \"huge\"\n",
+            "kafka.max_record_bytes",
+            2,
+            "expected a size such as \"64 MiB\"",
+        ),
+        (
+            "[stream]\nmax_bytes = \"99999999 EiB\"\n",
+            "stream.max_bytes",
+            2,
+            "is too large",
+        ),
+        (
+            "[consumer]\n\nmax_ack_pending = 0\n",
+            "consumer.max_ack_pending",
+            3,
+            "expected a whole number of at least 1",
+        ),
+        (
+            "[kafka]\npartitions = -3\n",
+            "kafka.partitions",
+            2,
+            "expected a whole number of at least 1",
+        ),
+        (
+            "[exactly_once]\nreplicas = \"two\"\n",
+            "exactly_once.replicas",
+            2,
+            "expected a whole number of at least 1",
+        ),
+    ] {
+        let err = load(text).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.key(), Some(key), "{msg}");
+        assert_eq!(err.line(), Some(line), "{msg}");
+        assert!(msg.contains(says), "{msg}");
+    }
+    let c = load("[stream]\nmax_bytes = \"1.5 GiB\"\n[exactly_once]\nreplicas = 2\n").unwrap();
+    assert_eq!(c.stream.max_bytes.map(|b| b.as_u64()), Some(3 << 29));
+    assert_eq!(c.exactly_once.replica_count(), 2);
+}
+
+#[test]
+fn a_rule_without_a_span_points_at_the_line_the_user_wrote() {
+    let err = load("[kafka]\n\ntopic = \"a b\"\n").unwrap_err();
+    assert_eq!(err.key(), Some("kafka.topic"));
+    assert_eq!(err.line(), Some(3), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Kafka goes away mid-flow: the uplink stops pulling, reports the outage
 //! in `/health` and `/metrics`, and when Kafka returns it resumes by itself
-//! with every reading delivered.
+//! with every reading delivered, and librdkafka's reports of the broker it
+//! cannot reach are rate-limited in the log.
 
 #[path = "uplink_support/mod.rs"]
 mod support;
@@ -71,6 +72,19 @@ async fn no_reading_is_lost_when_kafka_is_killed_and_restarted_mid_flow() {
         uplink.metric("tributary_uplink_in_flight") == Some(0.0)
     })
     .await;
+    // Every client retried the broker many times a second through the
+    // outage; the log has a line per kind of failure per minute.
+    let log = uplink.process.log();
+    let kafka_warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("tributary_uplink::kafka_log"))
+        .collect();
+    assert!(
+        !kafka_warnings.is_empty() && kafka_warnings.len() <= 20,
+        "{} rate-limited Kafka warnings:\n{}",
+        kafka_warnings.len(),
+        kafka_warnings.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,18 +32,17 @@ pub enum JetStreamError {
     },
     /// The JetStream API failed (hub unreachable, JetStream disabled,
     /// permissions).
-    #[error("JetStream {what} failed: {source}")]
+    #[error("JetStream {what} failed: {reason}")]
     Api {
         /// What was being done.
         what: &'static str,
-        /// Why.
-        #[source]
-        source: async_nats::Error,
+        /// Why (in the message, so not also a `source`).
+        reason: async_nats::Error,
     },
 }
 
 fn api(what: &'static str) -> impl FnOnce(async_nats::Error) -> JetStreamError {
-    move |source| JetStreamError::Api { what, source }
+    move |reason| JetStreamError::Api { what, reason }
 }
 
 fn stream_config(config: &UplinkConfig) -> stream::Config {

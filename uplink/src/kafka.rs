@@ -4,9 +4,10 @@
 
 use crate::deliveries::Ledger;
 use crate::health::Health;
+use crate::kafka_log::{self, LoggingContext};
 use crate::pipeline::InFlight;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -16,7 +17,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+use tributary_config::ValidationError;
 use tributary_config::uplink::KafkaSection;
 
 /// The producer the uplink writes with: its delivery reports settle the
@@ -42,13 +44,12 @@ pub enum KafkaSetupError {
         reason: String,
     },
     /// The brokers did not answer.
-    #[error("Kafka at {brokers} did not answer a metadata request: {source}")]
+    #[error("Kafka at {brokers} did not answer a metadata request: {reason}")]
     Unreachable {
         /// The bootstrap servers.
         brokers: String,
-        /// Why.
-        #[source]
-        source: KafkaError,
+        /// Why (in the message, so not also a `source`).
+        reason: KafkaError,
     },
     /// A partition's last record could not be read.
     #[error("cannot read the last record of {topic}/{partition}: {reason}")]
@@ -62,7 +63,8 @@ pub enum KafkaSetupError {
     },
 }
 
-/// The producer's context: routes librdkafka's logs to `tracing`, records
+/// The producer's context: routes librdkafka's logs to `tracing`
+/// (rate-limited, see [`crate::kafka_log`]), records
 /// broker outages for the health endpoint, and settles delivery reports in
 /// the ledger.
 #[derive(Debug)]
@@ -98,13 +100,7 @@ impl ProducerContext for UplinkContext {
 
 impl ClientContext for UplinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => warn!(facility = fac, "librdkafka: {log_message}"),
-            _ => debug!(facility = fac, "librdkafka: {log_message}"),
-        }
+        kafka_log::log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -114,7 +110,7 @@ impl ClientContext for UplinkContext {
         ) {
             self.health.kafka_down();
         }
-        warn!(error = %error, reason, "Kafka client error");
+        kafka_log::error(&error, reason);
     }
 }
 
@@ -186,6 +182,54 @@ pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
     c
 }
 
+/// librdkafka properties whose value is a file librdkafka reads when a
+/// client starts (`probe` and directories are left to librdkafka).
+const FILE_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+    "sasl.kerberos.keytab",
+];
+
+/// What `check` verifies of `[kafka]` beyond the configuration's own
+/// rules, as the clients will see it: librdkafka accepts every property,
+/// name and value, of the producer (which gets all of them), and the files
+/// the properties name can be read. Contacts no broker.
+pub fn check_config(k: &KafkaSection, exactly_once: bool) -> Result<(), ValidationError> {
+    if let Err(e) = producer_config(k, exactly_once).create_native_config() {
+        let (key, message) = match &e {
+            KafkaError::ClientConfig(_, description, key, _) => {
+                (format!("kafka.properties.{key}"), description.clone())
+            }
+            other => ("kafka.properties".to_owned(), other.to_string()),
+        };
+        return Err(ValidationError::new(
+            key,
+            None,
+            format!("librdkafka refuses it: {message}"),
+        ));
+    }
+    for name in FILE_PROPERTIES {
+        let Some(value) = k.properties.get(*name) else {
+            continue;
+        };
+        let path = std::path::Path::new(value);
+        if value == "probe" || path.is_dir() {
+            continue;
+        }
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(ValidationError::new(
+                format!("kafka.properties.{name}"),
+                None,
+                format!("cannot read {value}: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Creates the producer.
 pub fn producer(
     k: &KafkaSection,
@@ -230,7 +274,9 @@ impl Topics {
     }
 }
 
-fn metadata_consumer(config: &KafkaSection) -> Result<BaseConsumer, KafkaSetupError> {
+fn metadata_consumer(
+    config: &KafkaSection,
+) -> Result<BaseConsumer<LoggingContext>, KafkaSetupError> {
     let mut c = base_config(config);
     // librdkafka wants a group id even for `assign`; no group is joined
     // and nothing is committed.
@@ -238,20 +284,21 @@ fn metadata_consumer(config: &KafkaSection) -> Result<BaseConsumer, KafkaSetupEr
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("socket.timeout.ms", "5000");
-    c.create::<BaseConsumer>().map_err(KafkaSetupError::Config)
+    c.create_with_context(LoggingContext)
+        .map_err(KafkaSetupError::Config)
 }
 
 /// The partition count of `topic`, or `None` when it does not exist.
 fn partition_count(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<LoggingContext>,
     config: &KafkaSection,
     topic: &str,
 ) -> Result<Option<i32>, KafkaSetupError> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|source| KafkaSetupError::Unreachable {
+        .map_err(|reason| KafkaSetupError::Unreachable {
             brokers: config.brokers.clone(),
-            source,
+            reason,
         })?;
     Ok(md
         .topics()
@@ -268,8 +315,8 @@ fn lookup_or_create(config: &KafkaSection, topic: &str) -> Result<i32, KafkaSetu
     if !config.create_topics {
         return Err(KafkaSetupError::MissingTopic(topic.to_owned()));
     }
-    let admin: AdminClient<DefaultClientContext> = base_config(config)
-        .create()
+    let admin: AdminClient<LoggingContext> = base_config(config)
+        .create_with_context(LoggingContext)
         .map_err(KafkaSetupError::Config)?;
     let partitions = i32::try_from(config.partitions.get()).unwrap_or(i32::MAX);
     let rf = i32::try_from(config.replication_factor.get()).unwrap_or(i32::MAX);
@@ -318,9 +365,9 @@ pub fn probe(config: &KafkaSection) -> Result<(), KafkaSetupError> {
     consumer
         .fetch_metadata(None, Duration::from_secs(5))
         .map(|_| ())
-        .map_err(|source| KafkaSetupError::Unreachable {
+        .map_err(|reason| KafkaSetupError::Unreachable {
             brokers: config.brokers.clone(),
-            source,
+            reason,
         })
 }
 
@@ -358,7 +405,9 @@ pub fn last_header(
     // partition).
     c.set("fetch.wait.max.ms", "10");
     c.set("socket.timeout.ms", "5000");
-    let consumer: BaseConsumer = c.create().map_err(KafkaSetupError::Config)?;
+    let consumer: BaseConsumer<LoggingContext> = c
+        .create_with_context(LoggingContext)
+        .map_err(KafkaSetupError::Config)?;
     let (low, listed_high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map_err(|e| fail(format!("watermarks: {e}")))?;

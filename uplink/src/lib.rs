@@ -18,7 +18,8 @@
 //!
 //! Modules: [`route`] (subjects to topics), [`records`] (messages to
 //! records), [`pipeline`] (the drain loop), [`deliveries`] (which messages
-//! Kafka confirmed), [`exactly_once`], [`kafka`],
+//! Kafka confirmed), [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's
+//! logs, rate-limited),
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
 //! [`tail`] (the `tail` subcommand).
 
@@ -27,6 +28,7 @@ pub mod exactly_once;
 pub mod health;
 pub mod jetstream;
 pub mod kafka;
+pub mod kafka_log;
 pub mod metrics;
 pub mod murmur2;
 pub mod nats_connect;
@@ -63,13 +65,12 @@ pub enum RunError {
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
     /// The metrics endpoint could not listen.
-    #[error("cannot listen on {addr} for the metrics endpoint: {source}")]
+    #[error("cannot listen on {addr} for the metrics endpoint: {reason}")]
     Http {
         /// The address.
         addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message, so not also a `source`).
+        reason: std::io::Error,
     },
 }
 
@@ -119,7 +120,7 @@ async fn serve(
             stop_tasks.clone(),
         )
         .await
-        .map_err(|source| RunError::Http { addr, source })?;
+        .map_err(|reason| RunError::Http { addr, reason })?;
         tasks.spawn(async move {
             let _ = handle.await;
         });
@@ -242,6 +243,8 @@ fn spawn_watchers(
     let (stop2, kafka) = (stop.clone(), config.kafka.clone());
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
+        // A probe every 2 s through an outage: one line a minute.
+        let mut failures = tributary_config::logging::Window::default();
         loop {
             tokio::select! {
                 () = stop2.cancelled() => return,
@@ -249,9 +252,20 @@ fn spawn_watchers(
             }
             let k = kafka.clone();
             match tokio::task::spawn_blocking(move || kafka::probe(&k)).await {
-                Ok(Ok(())) => health.kafka_up(),
+                Ok(Ok(())) => {
+                    health.kafka_up();
+                    let failed = failures.clear();
+                    if failed > 0 {
+                        info!(failed_probes = failed, "Kafka answers again");
+                    }
+                }
                 Ok(Err(e)) => {
-                    warn!(error = %e, "Kafka probe failed");
+                    let now = std::time::Instant::now();
+                    if let tributary_config::logging::Decision::Log { suppressed } =
+                        failures.decide(now, tributary_config::logging::ratelimit::LOG_EVERY)
+                    {
+                        warn!(error = %e, suppressed, "Kafka probe failed");
+                    }
                     health.kafka_down();
                 }
                 Err(_) => health.kafka_down(),

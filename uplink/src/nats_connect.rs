@@ -1,6 +1,7 @@
 //! Connecting to NATS from a [`NatsConnection`] table: URLs, user/password,
 //! token, `.creds` file, nkey seed and TLS, through the mapping the agent
-//! uses too (`tributary_config::nats_client`).
+//! uses too (`tributary_config::nats_client`). Connection events are
+//! logged rate-limited (`tributary_config::logging::nats`).
 
 use async_nats::{Client, ConnectOptions};
 use std::time::Duration;
@@ -16,13 +17,12 @@ pub enum NatsConnectError {
     Options(#[from] ClientOptionsError),
     /// No server answered (wrong address, down, TLS or authentication
     /// refused). The message says which.
-    #[error("cannot connect to NATS at {urls}: {source}")]
+    #[error("cannot connect to NATS at {urls}: {reason}")]
     Connect {
         /// The URLs tried.
         urls: String,
-        /// Why.
-        #[source]
-        source: async_nats::ConnectError,
+        /// Why (in the message, so not also a `source`).
+        reason: async_nats::ConnectError,
     },
 }
 
@@ -34,6 +34,10 @@ pub async fn options(conn: &NatsConnection) -> Result<ConnectOptions, NatsConnec
         .await?
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((100 * attempts as u64).min(2_000))
+        })
+        .event_callback({
+            let log = tributary_config::logging::nats::EventLog::new("hub");
+            move |event| log.clone().log(event)
         }))
 }
 
@@ -43,8 +47,8 @@ pub async fn connect(conn: &NatsConnection) -> Result<Client, NatsConnectError> 
         .await?
         .connect(conn.urls.as_slice())
         .await
-        .map_err(|source| NatsConnectError::Connect {
+        .map_err(|reason| NatsConnectError::Connect {
             urls: conn.urls.join(","),
-            source,
+            reason,
         })
 }

@@ -2,6 +2,11 @@
 //!
 //! * `tributary-agent run --config /etc/tributary/agent.toml`
 //! * `tributary-agent check --config /etc/tributary/agent.toml`
+//!
+//! Both check the configuration the same way (`tributary_config::check_agent`:
+//! every secret and file resolved), so `run` refuses nothing `check`
+//! passed. Logs go to stderr in the shape their destination wants
+//! (`tributary_config::logging`); a fatal error is logged once.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -29,8 +34,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Check the configuration: print it resolved (secrets hidden), or print
-    /// the error and exit non-zero.
+    /// Check the configuration, its secrets and the files it names: print it
+    /// resolved (secrets hidden), or print the error and exit non-zero.
     Check {
         #[command(flatten)]
         config: ConfigFile,
@@ -61,12 +66,18 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Check { config } => check(&config.config),
         Command::Run { config, log_format } => {
-            init_logging(log_format);
+            tributary_config::logging::init(tributary_config::logging::Options {
+                format: match log_format {
+                    LogFormat::Text => tributary_config::logging::Format::Text,
+                    LogFormat::Json => tributary_config::logging::Format::Json,
+                },
+                filter_vars: &["TRIBUTARY_LOG"],
+                default_filter: "info",
+            });
             match run(&config.config) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "agent failed");
-                    eprintln!("tributary-agent: {e:#}");
+                    tracing::error!("{e:#}");
                     std::process::ExitCode::FAILURE
                 }
             }
@@ -75,7 +86,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn check(path: &Path) -> std::process::ExitCode {
-    match tributary_config::load_agent(path) {
+    match tributary_config::check_agent(path) {
         Ok(cfg) => {
             match toml::to_string_pretty(&cfg) {
                 Ok(text) => print!("{text}"),
@@ -90,26 +101,14 @@ fn check(path: &Path) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{:#}", anyhow::Error::new(e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.compact().init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = tributary_config::load_agent(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = tributary_config::check_agent(path)?;
     // One runtime thread is plenty on a Pi Zero. The buffer has a thread of
     // its own; the blocking pool serves sensor reads, at most one per
     // sensor at a time (a stuck read holds its thread), plus a few spare.

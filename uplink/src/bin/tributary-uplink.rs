@@ -1,5 +1,9 @@
 //! `tributary-uplink`: the command line over the `tributary_uplink`
 //! library: `run`, `check` and `tail`.
+//!
+//! `run` checks its configuration as `check` does before it connects to
+//! anything. Logs go to stderr in the shape their destination wants
+//! (`tributary_config::logging`); an error that ends the program is printed once.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,7 +27,8 @@ struct Cli {
 enum Command {
     /// Run the uplink until SIGTERM or Ctrl-C (in-flight work is drained).
     Run(ConfigFile),
-    /// Check a configuration file and print it fully resolved, as TOML.
+    /// Check a configuration file, its secrets, the files it names and the
+    /// Kafka properties, and print it fully resolved, as TOML.
     Check(ConfigFile),
     /// Print readings from a Kafka topic, one line each.
     Tail {
@@ -71,17 +76,22 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tributary_config::logging::init(tributary_config::logging::Options {
+        format: tributary_config::logging::Format::Text,
+        filter_vars: &["TRIBUTARY_LOG", "RUST_LOG"],
+        default_filter: "info",
+    });
     let result = match cli.command {
         Command::Check(ConfigFile { config }) => check(&config),
-        Command::Run(ConfigFile { config }) => run(&config),
+        Command::Run(ConfigFile { config }) => match run(&config) {
+            // Logged like every other line of the service (journald:
+            // priority 3), once.
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+            ok => ok,
+        },
         Command::Tail {
             brokers,
             topic,
@@ -105,14 +115,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// The configuration at `path`, checked as `check` does: parsed and
+/// validated, every secret and file of `[nats]` resolved, and every Kafka
+/// property accepted by librdkafka.
+fn checked_config(path: &std::path::Path) -> anyhow::Result<tributary_config::UplinkConfig> {
+    Ok(tributary_config::check_uplink(path, |c| {
+        tributary_uplink::kafka::check_config(&c.kafka, c.exactly_once.enabled)
+    })?)
+}
+
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = checked_config(path)?;
     print!(
         "{}",
         toml::to_string(&config)
@@ -145,7 +164,7 @@ fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = checked_config(path)?;
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone())?;
