@@ -5,18 +5,14 @@
 //! reading, to the SD card.
 
 use std::fmt::Display;
-use std::time::Duration;
 use tokio::time::Instant;
+use tributary_config::logging::ratelimit::{Decision as WindowDecision, LOG_EVERY, Window};
 
-/// Least time between two logged failures of one sensor.
-pub(crate) const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// Failure log state of one sensor (or one MQTT connection).
+/// Failure log state of one sensor (or one MQTT connection): the shared
+/// [`Window`] on tokio's clock (so paused-clock tests drive it).
 #[derive(Debug, Default)]
 pub(crate) struct ErrorLog {
-    last_logged: Option<Instant>,
-    unlogged: u64,
-    failing_since_ok: u64,
+    window: Window,
 }
 
 /// What [`ErrorLog::failed`] decided.
@@ -31,18 +27,11 @@ pub(crate) enum Decision {
 impl ErrorLog {
     /// Records a failure and says whether to log it.
     pub(crate) fn decide(&mut self) -> Decision {
-        let now = Instant::now();
-        self.failing_since_ok += 1;
-        match self.last_logged {
-            Some(t) if now.duration_since(t) < LOG_EVERY => {
-                self.unlogged += 1;
-                Decision::Quiet
-            }
-            _ => {
-                let unlogged = std::mem::take(&mut self.unlogged);
-                self.last_logged = Some(now);
-                Decision::Log { unlogged }
-            }
+        match self.window.decide(Instant::now().into_std(), LOG_EVERY) {
+            WindowDecision::Log { suppressed } => Decision::Log {
+                unlogged: suppressed,
+            },
+            WindowDecision::Quiet => Decision::Quiet,
         }
     }
 
@@ -55,15 +44,9 @@ impl ErrorLog {
 
     /// Records a success; logs the recovery of a failing sensor.
     pub(crate) fn ok(&mut self, sensor: &str) {
-        if self.failing_since_ok > 0 {
-            tracing::info!(
-                sensor,
-                failures = self.failing_since_ok,
-                "sensor read works again"
-            );
-            self.failing_since_ok = 0;
-            self.unlogged = 0;
-            self.last_logged = None;
+        let failures = self.window.clear();
+        if failures > 0 {
+            tracing::info!(sensor, failures, "sensor read works again");
         }
     }
 }
@@ -71,6 +54,7 @@ impl ErrorLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn failures_are_logged_at_most_once_a_minute_with_the_count_in_between() {
