@@ -1,12 +1,28 @@
 //! The envelope: one NATS message carrying readings of one sensor.
 //!
-//! # Byte layout (format version 1)
+//! # Byte layout (format version 2, written; versions 1 and 2, read)
 //!
 //! ```text
-//! +---------+----------------------------------------------+
-//! | u8 = 1  | postcard(Envelope)                            |
-//! +---------+----------------------------------------------+
+//! +---------+----------------------------------------------------------+
+//! | u8 = 2  | postcard(device, epoch, sensor, unit, tags, clock,        |
+//! |         |          samples)                     = postcard(Envelope)|
+//! +---------+----------------------------------------------------------+
+//! | u8 = 1  | postcard(device, epoch, sensor, unit, tags, samples)      |
+//! +---------+----------------------------------------------------------+
 //! ```
+//!
+//! Version 2 adds one field, `clock` ([`Clock`]): what the device knew
+//! about its own clock when it took the samples. postcard writes it as the
+//! variant's index, one varint byte: `0` = [`Clock::Unknown`], `1` =
+//! [`Clock::Synced`], `2` = [`Clock::Unsynced`]. These numbers are the
+//! contract: variants are never reordered, new ones only appended (and a
+//! decoder that does not know an index rejects the envelope as malformed).
+//!
+//! Version 1 (agents before the clock field) is still decoded, forever: old
+//! agents in the field keep meeting new uplinks. A version-1 envelope
+//! decodes with `clock` = [`Clock::Unknown`], since its agent did not say.
+//! `tests/fixtures/` holds golden bytes of both versions that must keep
+//! decoding. This build only ever writes version 2 ([`WIRE_VERSION`]).
 //!
 //! postcard fixes the byte order of everything it writes (varints, little
 //! endian where fixed width), so the encoding does not depend on the machine.
@@ -24,7 +40,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The format version written by this crate.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
+/// The oldest format version this crate still decodes (every version from
+/// it up to [`WIRE_VERSION`] is read).
+pub const OLDEST_READ_VERSION: u8 = 1;
 /// The most samples one envelope may carry.
 pub const MAX_SAMPLES: usize = 10_000;
 /// The most tags one sensor may carry.
@@ -46,8 +65,85 @@ pub struct Envelope {
     pub unit: Option<String>,
     /// Tags of the sensor, sorted by key, keys unique.
     pub tags: Vec<(String, String)>,
+    /// The state of the device's clock when every one of the samples was
+    /// taken (an agent never mixes states in one envelope). Since format
+    /// version 2; [`Clock::Unknown`] for a version-1 envelope.
+    pub clock: Clock,
     /// The samples, in the order they were taken; never empty.
     pub samples: Vec<Sample>,
+}
+
+/// What the device knew about its wall clock when it took a reading.
+///
+/// A Raspberry Pi has no real-time clock: until NTP (or another source)
+/// synchronized it after boot, its time may be hours or years off, and it
+/// jumps when it is set. The agent asks the system; the reading carries the
+/// answer all the way into Kafka.
+///
+/// On the wire it is the variant's index (see the module's byte layout); in
+/// JSON its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Nobody said: a version-1 envelope, or an agent that could not tell
+    /// (no time-synchronization service it knows of). Index 0.
+    Unknown,
+    /// The clock was synchronized: the timestamp is as good as the time
+    /// service. Index 1.
+    Synced,
+    /// The clock was not (yet) synchronized: the timestamp may be far off.
+    /// Index 2.
+    Unsynced,
+}
+
+impl Clock {
+    /// Whether the clock was known to be synchronized.
+    pub fn is_synced(&self) -> bool {
+        *self == Clock::Synced
+    }
+
+    /// The lowercase name used in JSON and logs: `synced`, `unsynced`,
+    /// `unknown`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Clock::Unknown => "unknown",
+            Clock::Synced => "synced",
+            Clock::Unsynced => "unsynced",
+        }
+    }
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of a format-version-1 envelope: [`Envelope`] without `clock`.
+/// Only decoded (and, in tests, encoded to make version-1 bytes).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct EnvelopeV1 {
+    device: String,
+    epoch: u64,
+    sensor: String,
+    unit: Option<String>,
+    tags: Vec<(String, String)>,
+    samples: Vec<Sample>,
+}
+
+impl From<EnvelopeV1> for Envelope {
+    fn from(v1: EnvelopeV1) -> Self {
+        Envelope {
+            device: v1.device,
+            epoch: v1.epoch,
+            sensor: v1.sensor,
+            unit: v1.unit,
+            tags: v1.tags,
+            clock: Clock::Unknown,
+            samples: v1.samples,
+        }
+    }
 }
 
 /// One measurement inside an [`Envelope`].
@@ -74,6 +170,8 @@ pub struct Reading<'a> {
     pub unit: Option<&'a str>,
     /// The sensor's tags.
     pub tags: &'a [(String, String)],
+    /// The device's clock state when the sample was taken.
+    pub clock: Clock,
     /// The sample itself.
     pub sample: &'a Sample,
 }
@@ -122,7 +220,9 @@ pub enum DecodeError {
     #[error("empty message: expected a format-version byte")]
     Empty,
     /// The message was written by a format this build does not know.
-    #[error("unknown wire format version {0} (this build reads version {WIRE_VERSION})")]
+    #[error(
+        "unknown wire format version {0} (this build reads versions {OLDEST_READ_VERSION} to {WIRE_VERSION})"
+    )]
     UnknownVersion(u8),
     /// The message ends before the envelope does.
     #[error("truncated envelope: the message ends before the envelope does")]
@@ -230,20 +330,16 @@ impl Envelope {
         1 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 1)
     }
 
-    /// Decodes and validates an envelope. Never panics, whatever the bytes.
+    /// Decodes and validates an envelope of any version this build reads
+    /// (a version-1 envelope gets [`Clock::Unknown`]). Never panics,
+    /// whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (env, rest): (Envelope, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|e| match e {
-                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes(rest.len()));
-        }
+        let env = match version {
+            1 => Envelope::from(take_all::<EnvelopeV1>(body)?),
+            2 => take_all::<Envelope>(body)?,
+            other => return Err(DecodeError::UnknownVersion(other)),
+        };
         env.validate()?;
         Ok(env)
     }
@@ -276,9 +372,22 @@ impl Envelope {
             sensor: &self.sensor,
             unit: self.unit.as_deref(),
             tags: &self.tags,
+            clock: self.clock,
             sample,
         })
     }
+}
+
+/// postcard-decodes a `T` that must span all of `body`.
+fn take_all<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(body).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        other => DecodeError::Malformed(other.to_string()),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
 }
 
 impl Sample {
@@ -319,6 +428,7 @@ mod tests {
             sensor: "temp".into(),
             unit: Some("°C".into()),
             tags: vec![("room".into(), "kitchen".into())],
+            clock: Clock::Unsynced,
             samples: vec![
                 Sample {
                     seq: 7,
@@ -351,13 +461,110 @@ mod tests {
     }
 
     #[test]
-    fn decoding_rejects_an_unknown_version() {
+    fn decoding_rejects_an_unknown_version_and_says_which_versions_it_reads() {
         let mut bytes = sample_envelope().encode().unwrap();
-        bytes[0] = 2;
+        for version in [0, 3, 255] {
+            bytes[0] = version;
+            let err = Envelope::decode(&bytes).unwrap_err();
+            assert_eq!(err, DecodeError::UnknownVersion(version));
+            assert_eq!(
+                err.to_string(),
+                format!("unknown wire format version {version} (this build reads versions 1 to 2)")
+            );
+        }
+    }
+
+    /// The version-1 bytes of `env` (whose clock it cannot carry), as an
+    /// agent before format version 2 wrote them.
+    fn encode_v1(env: &Envelope) -> Vec<u8> {
+        let v1 = EnvelopeV1 {
+            device: env.device.clone(),
+            epoch: env.epoch,
+            sensor: env.sensor.clone(),
+            unit: env.unit.clone(),
+            tags: env.tags.clone(),
+            samples: env.samples.clone(),
+        };
+        let mut out = vec![1];
+        postcard::to_io(&v1, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn this_build_writes_version_2_and_a_version_1_envelope_decodes_with_an_unknown_clock() {
+        let env = sample_envelope();
+        assert_eq!(env.encode().unwrap()[0], 2);
+        let decoded = Envelope::decode(&encode_v1(&env)).unwrap();
+        assert_eq!(decoded.clock, Clock::Unknown);
         assert_eq!(
-            Envelope::decode(&bytes),
-            Err(DecodeError::UnknownVersion(2))
+            decoded,
+            Envelope {
+                clock: Clock::Unknown,
+                ..env
+            }
         );
+    }
+
+    #[test]
+    fn the_version_2_body_is_the_version_1_body_with_the_clock_index_before_the_samples() {
+        for (clock, index) in [
+            (Clock::Unknown, 0),
+            (Clock::Synced, 1),
+            (Clock::Unsynced, 2),
+        ] {
+            let env = Envelope {
+                clock,
+                ..sample_envelope()
+            };
+            let v1 = encode_v1(&env);
+            let v2 = env.encode().unwrap();
+            // The samples are the tail of both; the clock goes just before.
+            let head = v1.len() - sample_tail_len(&env);
+            let mut expected = vec![2];
+            expected.extend_from_slice(&v1[1..head]);
+            expected.push(index);
+            expected.extend_from_slice(&v1[head..]);
+            assert_eq!(v2, expected, "{clock}");
+        }
+    }
+
+    /// Bytes of the sample vector (its length prefix and every sample) in
+    /// an encoding of `env`.
+    fn sample_tail_len(env: &Envelope) -> usize {
+        postcard::experimental::serialized_size(&env.samples).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_clock_index_is_rejected_as_malformed() {
+        let env = Envelope {
+            clock: Clock::Unsynced,
+            ..sample_envelope()
+        };
+        let mut bytes = env.encode().unwrap();
+        let at = bytes.len() - sample_tail_len(&env) - 1;
+        assert_eq!(bytes[at], 2);
+        bytes[at] = 3;
+        assert!(matches!(
+            Envelope::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_clock_names_itself_in_lowercase_in_json() {
+        for (clock, name) in [
+            (Clock::Unknown, "unknown"),
+            (Clock::Synced, "synced"),
+            (Clock::Unsynced, "unsynced"),
+        ] {
+            assert_eq!(clock.as_str(), name);
+            assert_eq!(clock.to_string(), name);
+            assert_eq!(
+                serde_json::to_string(&clock).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert_eq!(clock.is_synced(), clock == Clock::Synced);
+        }
     }
 
     #[test]
@@ -431,6 +638,14 @@ mod tests {
         ]
     }
 
+    fn clock() -> impl Strategy<Value = Clock> {
+        prop_oneof![
+            Just(Clock::Unknown),
+            Just(Clock::Synced),
+            Just(Clock::Unsynced)
+        ]
+    }
+
     fn envelope() -> impl Strategy<Value = Envelope> {
         (
             token(),
@@ -438,30 +653,50 @@ mod tests {
             token(),
             proptest::option::of(".{0,8}"),
             proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4),
+            clock(),
             proptest::collection::vec((any::<u64>(), any::<i64>(), value()), 1..20),
         )
-            .prop_map(|(device, epoch, sensor, unit, tags, samples)| Envelope {
-                device,
-                epoch,
-                sensor,
-                unit,
-                tags: tags.into_iter().collect(),
-                samples: samples
-                    .into_iter()
-                    .map(|(seq, timestamp_ns, value)| Sample {
-                        seq,
-                        timestamp_ns,
-                        value,
-                    })
-                    .collect(),
-            })
+            .prop_map(
+                |(device, epoch, sensor, unit, tags, clock, samples)| Envelope {
+                    device,
+                    epoch,
+                    sensor,
+                    unit,
+                    tags: tags.into_iter().collect(),
+                    clock,
+                    samples: samples
+                        .into_iter()
+                        .map(|(seq, timestamp_ns, value)| Sample {
+                            seq,
+                            timestamp_ns,
+                            value,
+                        })
+                        .collect(),
+                },
+            )
     }
 
     proptest! {
         #[test]
         fn any_valid_envelope_round_trips(env in envelope()) {
             let bytes = env.encode().unwrap();
+            prop_assert_eq!(bytes[0], 2);
+            prop_assert_eq!(bytes.len(), env.encoded_len());
             prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        }
+
+        #[test]
+        fn any_valid_version_1_envelope_decodes_to_its_fields_with_an_unknown_clock(env in envelope()) {
+            let decoded = Envelope::decode(&encode_v1(&env)).unwrap();
+            prop_assert_eq!(decoded, Envelope { clock: Clock::Unknown, ..env });
+        }
+
+        #[test]
+        fn decoding_a_corrupted_version_1_envelope_never_panics(env in envelope(), pos in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = encode_v1(&env);
+            let pos = 1 + pos % (bytes.len() - 1);
+            bytes[pos] = byte;
+            let _ = Envelope::decode(&bytes);
         }
 
         #[test]
