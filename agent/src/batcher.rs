@@ -20,7 +20,7 @@ use crate::sensors::Observation;
 use crate::stats::AgentStats;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tributary_wire::{EncodeError, Envelope, Sample};
+use tributary_wire::{Clock, EncodeError, Envelope, Sample};
 
 /// The buffer, shared by the batcher (append, flush) and the forwarder
 /// (read, ack). The lock is only ever taken inside blocking sections, never
@@ -171,36 +171,42 @@ fn log_unencodable(env: &Envelope, e: &EncodeError) {
 
 /// Groups sequenced observations per sensor (keeping arrival order within a
 /// sensor, sensors in order of first arrival) and cuts envelopes that
-/// respect `limits`.
+/// respect `limits`. One envelope never mixes clock states: a sensor's run
+/// of readings is split where its clock state changes, so its envelopes
+/// still come in the order of its readings.
 pub fn cut(
     device: &str,
     epoch: u64,
     limits: &BatchLimits,
     sequenced: impl Iterator<Item = (Observation, u64)>,
 ) -> Vec<Envelope> {
-    let mut groups: Vec<(Arc<crate::sensors::SensorMeta>, Vec<Sample>)> = Vec::new();
+    let mut groups: Vec<(Arc<crate::sensors::SensorMeta>, Clock, Vec<Sample>)> = Vec::new();
     for (obs, seq) in sequenced {
         let sample = Sample {
             seq,
             timestamp_ns: obs.timestamp_ns,
             value: obs.value,
         };
-        match groups
+        // The sensor's latest group: later groups of a sensor hold later
+        // readings, so appending only there keeps the sensor's order.
+        let latest = groups
             .iter_mut()
-            .find(|(meta, _)| Arc::ptr_eq(meta, &obs.sensor) || meta.id == obs.sensor.id)
-        {
-            Some((_, samples)) => samples.push(sample),
-            None => groups.push((obs.sensor, vec![sample])),
+            .rev()
+            .find(|(meta, _, _)| Arc::ptr_eq(meta, &obs.sensor) || meta.id == obs.sensor.id);
+        match latest {
+            Some((_, clock, samples)) if *clock == obs.clock => samples.push(sample),
+            _ => groups.push((obs.sensor, obs.clock, vec![sample])),
         }
     }
     let mut out = Vec::new();
-    for (meta, samples) in groups {
+    for (meta, clock, samples) in groups {
         let template = Envelope {
             device: device.to_owned(),
             epoch,
             sensor: meta.id.clone(),
             unit: meta.unit.clone(),
             tags: meta.tags.clone(),
+            clock,
             samples: Vec::new(),
         };
         let fixed = envelope_overhead(&template);
@@ -228,4 +234,113 @@ pub fn cut(
 /// prefix a sample vector can need beyond the one already counted.
 fn envelope_overhead(env: &Envelope) -> usize {
     env.encoded_len() + 9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensors::SensorMeta;
+    use tributary_wire::Value;
+
+    fn obs(sensor: &Arc<SensorMeta>, clock: Clock, ts: i64) -> Observation {
+        Observation {
+            sensor: sensor.clone(),
+            timestamp_ns: ts,
+            clock,
+            value: Value::Int(ts),
+        }
+    }
+
+    fn meta(id: &str) -> Arc<SensorMeta> {
+        Arc::new(SensorMeta {
+            id: id.into(),
+            unit: None,
+            tags: vec![],
+        })
+    }
+
+    #[test]
+    fn cut_never_mixes_clock_states_in_one_envelope_and_keeps_order_within_each() {
+        let (temp, door) = (meta("temp"), meta("door"));
+        let limits = BatchLimits {
+            max_readings: 100,
+            max_message_size: 1 << 20,
+        };
+        let observations = vec![
+            obs(&temp, Clock::Unsynced, 1),
+            obs(&door, Clock::Unsynced, 2),
+            obs(&temp, Clock::Unsynced, 3),
+            // The clock synchronizes (and may jump) between two readings.
+            obs(&temp, Clock::Synced, 4),
+            obs(&door, Clock::Synced, 5),
+            obs(&temp, Clock::Synced, 6),
+        ];
+        let envelopes = cut("pi", 7, &limits, observations.into_iter().zip(10..));
+        let summary: Vec<(&str, Clock, Vec<u64>)> = envelopes
+            .iter()
+            .map(|e| {
+                (
+                    e.sensor.as_str(),
+                    e.clock,
+                    e.samples.iter().map(|s| s.seq).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("temp", Clock::Unsynced, vec![10, 12]),
+                ("door", Clock::Unsynced, vec![11]),
+                ("temp", Clock::Synced, vec![13, 15]),
+                ("door", Clock::Synced, vec![14]),
+            ]
+        );
+        for e in &envelopes {
+            e.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sensor_whose_clock_state_flips_back_keeps_its_readings_in_order() {
+        let temp = meta("temp");
+        let limits = BatchLimits {
+            max_readings: 100,
+            max_message_size: 1 << 20,
+        };
+        let observations = [
+            Clock::Unsynced,
+            Clock::Synced,
+            Clock::Unsynced,
+            Clock::Unsynced,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| obs(&temp, c, i as i64));
+        let envelopes = cut("pi", 7, &limits, observations.zip(0..));
+        let summary: Vec<(Clock, Vec<u64>)> = envelopes
+            .iter()
+            .map(|e| (e.clock, e.samples.iter().map(|s| s.seq).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Clock::Unsynced, vec![0]),
+                (Clock::Synced, vec![1]),
+                (Clock::Unsynced, vec![2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn cut_sets_the_clock_of_every_envelope_it_splits_by_the_limits() {
+        let temp = meta("temp");
+        let limits = BatchLimits {
+            max_readings: 2,
+            max_message_size: 1 << 20,
+        };
+        let observations = (0..5).map(|i| obs(&temp, Clock::Unknown, i));
+        let envelopes = cut("pi", 7, &limits, observations.zip(0..));
+        assert_eq!(envelopes.len(), 3);
+        assert!(envelopes.iter().all(|e| e.clock == Clock::Unknown));
+    }
 }

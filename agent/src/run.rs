@@ -144,6 +144,11 @@ pub async fn run(
             }
         })
     });
+    tokio::spawn(crate::clock::watch(
+        crate::clock::SystemClock::default(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
     ready(Handles {
         stats: stats.clone(),
     });

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use tributary_wire::Clock;
 
 /// Counters of one sensor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct AgentStats {
     pub batcher_ticks: AtomicU64,
     /// Times the forwarder woke up to do something (watchdog progress).
     pub forwarder_wakeups: AtomicU64,
+    /// The system clock's state as last seen by [`crate::clock::watch`]
+    /// (read with [`AgentStats::clock`]); unknown until it first looked.
+    clock_state: AtomicU8,
     sensors: Mutex<BTreeMap<String, SensorCounters>>,
 }
 
@@ -91,8 +95,43 @@ impl AgentStats {
         }
     }
 
+    /// The system clock's state as last probed: what a reading taken now
+    /// carries. [`Clock::Unknown`] until the clock watcher first looked.
+    pub fn clock(&self) -> Clock {
+        match self.clock_state.load(Ordering::Relaxed) {
+            1 => Clock::Synced,
+            2 => Clock::Unsynced,
+            _ => Clock::Unknown,
+        }
+    }
+
+    /// Records the system clock's state (by the clock watcher).
+    pub fn set_clock(&self, clock: Clock) {
+        let v = match clock {
+            Clock::Unknown => 0,
+            Clock::Synced => 1,
+            Clock::Unsynced => 2,
+        };
+        self.clock_state.store(v, Ordering::Relaxed);
+    }
+
     /// Reads an atomic counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_state_is_unknown_until_set_and_then_reads_back_as_set() {
+        let stats = AgentStats::default();
+        assert_eq!(stats.clock(), Clock::Unknown);
+        for clock in [Clock::Synced, Clock::Unsynced, Clock::Unknown] {
+            stats.set_clock(clock);
+            assert_eq!(stats.clock(), clock);
+        }
     }
 }
