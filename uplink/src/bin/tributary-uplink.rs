@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_uplink::tail::{TailOptions, tail};
+use tributary_uplink::tail::{TailFormat, TailOptions, TailReport, tail};
 
 /// Drains the hub's JetStream stream of sensor readings into Kafka.
 #[derive(Debug, Parser)]
@@ -52,7 +52,32 @@ enum Command {
         /// Extra librdkafka property, `key=value` (repeatable), e.g. for SASL.
         #[arg(long = "property", short = 'X', value_parser = parse_property)]
         properties: Vec<(String, String)>,
+        /// `human`: one line per reading; `json`: each record exactly as
+        /// stored in Kafka, one per line (for jq).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Append each reading's age on arrival (this machine's time minus
+        /// the reading's `ts`) to its line, and print the latency summary
+        /// (count, p50, p90, p99, max) to stderr when stopping.
+        #[arg(long)]
+        age: bool,
+        /// Print the latency summary to stderr when stopping (implied by
+        /// --age).
+        #[arg(long)]
+        summary: bool,
+        /// Give up when no broker answers within this long (e.g. `10s`).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        connect_timeout: std::time::Duration,
     },
+}
+
+/// `tail --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One line per reading, for people.
+    Human,
+    /// Each record as stored in Kafka, one per line.
+    Json,
 }
 
 /// The `--config` option of `run` and `check`.
@@ -91,16 +116,29 @@ fn main() -> ExitCode {
             follow,
             limit,
             properties,
-        } => run_tail(TailOptions {
-            brokers,
-            topic,
-            device,
-            sensor,
-            from_beginning,
-            follow,
-            limit,
-            properties,
-        }),
+            format,
+            age,
+            summary,
+            connect_timeout,
+        } => run_tail(
+            TailOptions {
+                brokers,
+                topic,
+                device,
+                sensor,
+                from_beginning,
+                follow,
+                limit,
+                properties,
+                format: match format {
+                    Format::Human => TailFormat::Human,
+                    Format::Json => TailFormat::Json,
+                },
+                age,
+                connect_timeout,
+            },
+            age || summary,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,7 +192,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
+fn run_tail(opts: TailOptions, summary: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     let token = CancellationToken::new();
@@ -166,8 +204,19 @@ fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
     });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match tail(&opts, &stop, &mut out) {
-        Ok(_) => Ok(()),
+    let mut report = TailReport::default();
+    let result = tail(&opts, &stop, &mut out, &mut report);
+    if summary && (result.is_ok() || report.latency.count() > 0) {
+        eprintln!("{}", report.latency.summary());
+    }
+    if opts.format == TailFormat::Json && report.not_readings > 0 {
+        eprintln!(
+            "{} records were not readings and were left out",
+            report.not_readings
+        );
+    }
+    match result {
+        Ok(()) => Ok(()),
         Err(tributary_uplink::tail::TailError::Io(e))
             if e.kind() == std::io::ErrorKind::BrokenPipe =>
         {
