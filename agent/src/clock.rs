@@ -28,7 +28,9 @@
 //!
 //! # The watcher
 //!
-//! [`watch`] probes at once, then every [`UNSYNCED_RECHECK`] while the clock
+//! [`start`] probes once before it returns (so the first readings already
+//! carry the answer) and spawns [`watch`], which probes at once (or goes on
+//! from `start`'s answer), then every [`UNSYNCED_RECHECK`] while the clock
 //! is not known to be synchronized and every [`SYNCED_RECHECK`] once it is,
 //! and stores the answer in [`AgentStats`] ([`AgentStats::clock`]), where a
 //! sensor reads it at the moment it takes a reading's timestamp. It logs
@@ -140,20 +142,43 @@ fn parse_ntp_synchronized(out: &str) -> Option<Clock> {
     }
 }
 
-/// Probes `source` until `shutdown`, keeping [`AgentStats::clock`] current
-/// and logging each change once (see the module documentation).
-pub async fn watch(
+/// Probes once and stores the answer, so that the very first readings
+/// already carry it, then spawns [`watch`] (which goes on from that answer)
+/// and returns its handle. Waits at most for one probe (a `timedatectl`
+/// query is bounded by a few seconds).
+pub async fn start(
     mut source: impl ClockSource,
     stats: Arc<AgentStats>,
     shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let first = source.probe().await;
+    stats.set_clock(first);
+    tokio::spawn(watch_from(source, stats, shutdown, Some(first)))
+}
+
+/// Probes `source` until `shutdown`, keeping [`AgentStats::clock`] current
+/// and logging each change once (see the module documentation).
+pub async fn watch(source: impl ClockSource, stats: Arc<AgentStats>, shutdown: CancellationToken) {
+    watch_from(source, stats, shutdown, None).await;
+}
+
+/// [`watch`], taking `first` as its first probe's answer when given.
+async fn watch_from(
+    mut source: impl ClockSource,
+    stats: Arc<AgentStats>,
+    shutdown: CancellationToken,
+    mut first: Option<Clock>,
 ) {
     let mut last: Option<Clock> = None;
     let mut jump = JumpDetector::default();
     loop {
-        let clock = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            clock = source.probe() => clock,
+        let clock = match first.take() {
+            Some(clock) => clock,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                clock = source.probe() => clock,
+            },
         };
         stats.set_clock(clock);
         log_change(last, clock);
@@ -359,6 +384,27 @@ mod tests {
         assert_eq!(d.check(mono + s(15), wall + s(15)), Some(-3600));
         assert_eq!(d.check(mono + s(20), wall + s(16)), Some(-4));
         assert_eq!(d.check(mono + s(25), wall + s(22)), None, "1 s of drift");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn start_stores_the_first_answer_before_it_returns_and_the_watcher_goes_on_from_it() {
+        let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = Scripted {
+            answers: VecDeque::from([Clock::Unsynced, Clock::Synced]),
+            last: Clock::Unknown,
+            probes: probes.clone(),
+        };
+        let stats = Arc::new(AgentStats::default());
+        let stop = CancellationToken::new();
+        let task = start(source, stats.clone(), stop.clone()).await;
+        assert_eq!(stats.clock(), Clock::Unsynced, "set before start returned");
+        let count = || probes.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(count(), 1, "the watcher does not probe again at once");
+        tokio::time::sleep(UNSYNCED_RECHECK).await;
+        assert_eq!((count(), stats.clock()), (2, Clock::Synced));
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

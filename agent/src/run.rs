@@ -144,11 +144,12 @@ pub async fn run(
             }
         })
     });
-    tokio::spawn(crate::clock::watch(
+    crate::clock::start(
         crate::clock::SystemClock::default(),
         stats.clone(),
         shutdown.clone(),
-    ));
+    )
+    .await;
     ready(Handles {
         stats: stats.clone(),
     });
