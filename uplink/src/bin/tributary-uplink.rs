@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 use tributary_uplink::tail::{TailFormat, TailOptions, TailReport, tail};
 
 /// Drains the hub's JetStream stream of sensor readings into Kafka.
@@ -57,8 +57,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
         /// Append each reading's age on arrival (this machine's time minus
-        /// the reading's `ts`) to its line, and print the latency summary
-        /// (count, p50, p90, p99, max) to stderr when stopping.
+        /// the reading's `ts`) to its human line, and print the latency
+        /// summary (count, p50, p90, p99, max) to stderr when stopping (with
+        /// --format json: the summary only, the records stay as stored).
         #[arg(long)]
         age: bool,
         /// Print the latency summary to stderr when stopping (implied by
@@ -166,16 +167,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+/// Cancels `token` on SIGTERM or SIGINT, saying so at info (`run`) or, for
+/// `tail`, whose output is the readings, at debug (`quiet`).
+fn cancel_on_signals(token: CancellationToken, quiet: bool) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| anyhow::anyhow!("installing the SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: draining and stopping"),
-            _ = int.recv() => info!("SIGINT: draining and stopping"),
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if quiet {
+            debug!("{name}: stopping");
+        } else {
+            info!("{name}: draining and stopping");
         }
         token.cancel();
     });
@@ -186,7 +193,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = tributary_config::load_uplink(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone())?;
+        cancel_on_signals(shutdown.clone(), false)?;
         tributary_uplink::run(config, shutdown).await?;
         Ok(())
     })
@@ -196,7 +203,7 @@ fn run_tail(opts: TailOptions, summary: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     let token = CancellationToken::new();
-    rt.block_on(async { cancel_on_signals(token.clone()) })?;
+    rt.block_on(async { cancel_on_signals(token.clone(), true) })?;
     let flag = stop.clone();
     rt.spawn(async move {
         token.cancelled().await;
