@@ -169,14 +169,9 @@ async fn a_following_tail_shows_new_readings_and_its_summary_when_terminated() {
     assert_quiet(&stderr);
 }
 
-/// SIGTERM to the child `pid`, through the `kill` program (as a user or
-/// systemd would send it).
+/// SIGTERM to the child `pid`, as a user or systemd sends it.
 fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM {pid}: {status:?}");
+    tributary_tests::process::send_signal(pid, libc::SIGTERM).unwrap();
 }
 
 #[test]
