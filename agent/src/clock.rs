@@ -102,6 +102,11 @@ impl SystemClock {
         let program = self.timedatectl.as_ref()?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(["show", "--property=NTPSynchronized", "--value"])
+            // A systemd tool reports its failure to $NOTIFY_SOCKET
+            // ("ERRNO=…"): that socket is the agent's own line to systemd.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("WATCHDOG_USEC")
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
