@@ -2,7 +2,9 @@
 # The whole pipeline on this one machine:
 #   simulated + system sensors -> tributary-agent -> leaf nats-server
 #   => hub nats-server (JetStream) -> tributary-uplink -> Kafka (tansu)
-#   -> `tributary-uplink tail` printing each reading as it arrives in Kafka.
+#   -> `tributary-uplink tail --age` printing each reading as it arrives in
+#      Kafka with its age (sensor to Kafka to screen), and the latency
+#      summary (p50/p90/p99/max) when it stops.
 # Runs until Ctrl-C, or for DEMO_SECONDS seconds. Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,10 +106,12 @@ for _ in $(seq 300); do
 done
 grep -q "uplink started" "$DEMO/uplink.log" || { echo "the uplink did not start; see $DEMO/uplink.log" >&2; exit 1; }
 
-echo "==> readings as they arrive in Kafka (Ctrl-C to stop)"
-TAIL_ARGS=(tail --brokers "127.0.0.1:$KAFKA_PORT" --topic "$TOPIC" --follow)
+echo "==> readings as they arrive in Kafka, age = now - reading time (Ctrl-C to stop)"
+TAIL_ARGS=(tail --brokers "127.0.0.1:$KAFKA_PORT" --topic "$TOPIC" --follow --age)
 if [ -n "${DEMO_SECONDS:-}" ]; then
-    "$BIN/tributary-uplink" "${TAIL_ARGS[@]}" | tee "$DEMO/tail.out" & TAIL=$!
+    # `> >(tee …)`, not `| tee`: $! is then the tail itself, which the
+    # cleanup stops first (SIGTERM) so that it prints its latency summary.
+    "$BIN/tributary-uplink" "${TAIL_ARGS[@]}" > >(tee "$DEMO/tail.out") & TAIL=$!
     PIDS+=($TAIL)
     sleep "$DEMO_SECONDS"
     for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a demo process died early; see $DEMO/*.log" >&2; exit 1; }; done

@@ -205,6 +205,7 @@ fn fill(dir: &Path, args: &Args) -> Result<u64, Error> {
                 pending.push(Observation {
                     sensor: sensor.clone(),
                     timestamp_ns: t,
+                    clock: tributary_wire::Clock::Synced,
                     value: Value::Float(20.0 + (produced % 100) as f64 / 10.0),
                 });
                 produced += 1;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tributary_wire::{EncodeError, Envelope, Sample};
+use tributary_wire::{Clock, EncodeError, Envelope, Sample};
 
 /// How the batcher cuts messages.
 #[derive(Debug, Clone)]
@@ -240,36 +240,42 @@ fn log_unencodable(env: &Envelope, e: &EncodeError) {
 
 /// Groups sequenced observations per sensor (keeping arrival order within a
 /// sensor, sensors in order of first arrival) and cuts envelopes that
-/// respect `limits`.
+/// respect `limits`. One envelope never mixes clock states: a sensor's run
+/// of readings is split where its clock state changes, so its envelopes
+/// still come in the order of its readings.
 pub fn cut(
     device: &str,
     epoch: u64,
     limits: &BatchLimits,
     sequenced: impl Iterator<Item = (Observation, u64)>,
 ) -> Vec<Envelope> {
-    let mut groups: Vec<(Arc<crate::sensors::SensorMeta>, Vec<Sample>)> = Vec::new();
+    let mut groups: Vec<(Arc<crate::sensors::SensorMeta>, Clock, Vec<Sample>)> = Vec::new();
     for (obs, seq) in sequenced {
         let sample = Sample {
             seq,
             timestamp_ns: obs.timestamp_ns,
             value: obs.value,
         };
-        match groups
+        // The sensor's latest group: later groups of a sensor hold later
+        // readings, so appending only there keeps the sensor's order.
+        let latest = groups
             .iter_mut()
-            .find(|(meta, _)| Arc::ptr_eq(meta, &obs.sensor) || meta.id == obs.sensor.id)
-        {
-            Some((_, samples)) => samples.push(sample),
-            None => groups.push((obs.sensor, vec![sample])),
+            .rev()
+            .find(|(meta, _, _)| Arc::ptr_eq(meta, &obs.sensor) || meta.id == obs.sensor.id);
+        match latest {
+            Some((_, clock, samples)) if *clock == obs.clock => samples.push(sample),
+            _ => groups.push((obs.sensor, obs.clock, vec![sample])),
         }
     }
     let mut out = Vec::new();
-    for (meta, samples) in groups {
+    for (meta, clock, samples) in groups {
         let template = Envelope {
             device: device.to_owned(),
             epoch,
             sensor: meta.id.clone(),
             unit: meta.unit.clone(),
             tags: meta.tags.clone(),
+            clock,
             samples: Vec::new(),
         };
         let fixed = envelope_overhead(&template);

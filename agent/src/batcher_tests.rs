@@ -1,4 +1,5 @@
-//! Tests of cutting: limits, order, and the batcher task's linger.
+//! Tests of cutting: limits, order, clock states, and the batcher task's
+//! linger.
 
 use super::*;
 use crate::buffer::{Buffer, BufferConfig};
@@ -19,6 +20,7 @@ fn obs(meta: &Arc<SensorMeta>, value: Value) -> Observation {
     Observation {
         sensor: meta.clone(),
         timestamp_ns: 1_795_000_000_000_000_000,
+        clock: Clock::Synced,
         value,
     }
 }
@@ -151,4 +153,99 @@ async fn closing_the_input_cuts_what_is_pending_and_ends_the_batcher() {
     assert_eq!(m.readings, 1);
     task.await.expect("join").expect("clean end");
     assert!(rx.recv().await.is_none());
+}
+
+fn clocked(sensor: &Arc<SensorMeta>, clock: Clock, ts: i64) -> Observation {
+    Observation {
+        sensor: sensor.clone(),
+        timestamp_ns: ts,
+        clock,
+        value: Value::Int(ts),
+    }
+}
+
+
+#[test]
+fn cut_never_mixes_clock_states_in_one_envelope_and_keeps_order_within_each() {
+    let (temp, door) = (sensor("temp"), sensor("door"));
+    let limits = BatchLimits {
+        max_readings: 100,
+        max_message_size: 1 << 20,
+    };
+    let observations = vec![
+        clocked(&temp, Clock::Unsynced, 1),
+        clocked(&door, Clock::Unsynced, 2),
+        clocked(&temp, Clock::Unsynced, 3),
+        // The clock synchronizes (and may jump) between two readings.
+        clocked(&temp, Clock::Synced, 4),
+        clocked(&door, Clock::Synced, 5),
+        clocked(&temp, Clock::Synced, 6),
+    ];
+    let envelopes = cut("pi", 7, &limits, observations.into_iter().zip(10..));
+    let summary: Vec<(&str, Clock, Vec<u64>)> = envelopes
+        .iter()
+        .map(|e| {
+            (
+                e.sensor.as_str(),
+                e.clock,
+                e.samples.iter().map(|s| s.seq).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("temp", Clock::Unsynced, vec![10, 12]),
+            ("door", Clock::Unsynced, vec![11]),
+            ("temp", Clock::Synced, vec![13, 15]),
+            ("door", Clock::Synced, vec![14]),
+        ]
+    );
+    for e in &envelopes {
+        e.validate().unwrap();
+    }
+}
+
+#[test]
+fn a_sensor_whose_clock_state_flips_back_keeps_its_readings_in_order() {
+    let temp = sensor("temp");
+    let limits = BatchLimits {
+        max_readings: 100,
+        max_message_size: 1 << 20,
+    };
+    let observations = [
+        Clock::Unsynced,
+        Clock::Synced,
+        Clock::Unsynced,
+        Clock::Unsynced,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, c)| clocked(&temp, c, i as i64));
+    let envelopes = cut("pi", 7, &limits, observations.zip(0..));
+    let summary: Vec<(Clock, Vec<u64>)> = envelopes
+        .iter()
+        .map(|e| (e.clock, e.samples.iter().map(|s| s.seq).collect()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Clock::Unsynced, vec![0]),
+            (Clock::Synced, vec![1]),
+            (Clock::Unsynced, vec![2, 3]),
+        ]
+    );
+}
+
+#[test]
+fn cut_sets_the_clock_of_every_envelope_it_splits_by_the_limits() {
+    let temp = sensor("temp");
+    let limits = BatchLimits {
+        max_readings: 2,
+        max_message_size: 1 << 20,
+    };
+    let observations = (0..5).map(|i| clocked(&temp, Clock::Unknown, i));
+    let envelopes = cut("pi", 7, &limits, observations.zip(0..));
+    assert_eq!(envelopes.len(), 3);
+    assert!(envelopes.iter().all(|e| e.clock == Clock::Unknown));
 }

@@ -7,11 +7,14 @@
 //! acknowledges it, spilling to the on-disk [`buffer`] only what is not
 //! acknowledged within one flush interval (and sending the disk backlog
 //! after an outage). The buffer has one owner, a thread of its own
-//! ([`buffer_owner`]). [`run`] supervises it all under one shutdown signal.
+//! ([`buffer_owner`]). [`clock`] tells whether the system clock is
+//! synchronized, which every reading carries. [`run`] supervises it all
+//! under one shutdown signal.
 
 pub mod batcher;
 pub mod buffer;
 pub mod buffer_owner;
+pub mod clock;
 pub mod latency;
 pub mod link;
 pub mod metrics;

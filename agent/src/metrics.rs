@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tributary_wire::Clock;
 
 /// Renders every counter in the Prometheus text format.
 pub fn render(stats: &AgentStats) -> String {
@@ -139,6 +140,17 @@ pub fn render(stats: &AgentStats) -> String {
         lat.sum_us as f64 / 1e6,
         lat.max_us as f64 / 1e6
     );
+    // 1 synchronized, 0 not, -1 unknown: an alert on `== 0` fires only for
+    // a clock known to be off, not for devices that cannot tell.
+    let clock = match stats.clock() {
+        Clock::Synced => 1,
+        Clock::Unsynced => 0,
+        Clock::Unknown => -1,
+    };
+    let _ = writeln!(
+        out,
+        "# HELP tributary_agent_clock_synchronized Whether the system clock is synchronized (readings carry it): 1 yes, 0 no, -1 unknown.\n# TYPE tributary_agent_clock_synchronized gauge\ntributary_agent_clock_synchronized {clock}"
+    );
     let sensors = stats.sensors();
     for (name, help) in [
         ("readings", "Readings taken."),
@@ -237,6 +249,43 @@ mod tests {
         );
         assert!(
             text.contains("tributary_agent_sensor_errors_total{sensor=\"door\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_clock_gauge_is_1_when_synchronized_0_when_not_and_minus_1_when_unknown() {
+        let stats = AgentStats::default();
+        for (clock, value) in [
+            (Clock::Unknown, -1),
+            (Clock::Synced, 1),
+            (Clock::Unsynced, 0),
+        ] {
+            stats.set_clock(clock);
+            let text = render(&stats);
+            assert!(
+                text.contains(&format!(
+                    "# TYPE tributary_agent_clock_synchronized gauge\ntributary_agent_clock_synchronized {value}\n"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oldest_record_stamped_in_the_future_reads_as_age_zero_not_negative() {
+        // After the wall clock jumped backwards, the oldest record's append
+        // time lies ahead of now.
+        let stats = AgentStats::default();
+        let future = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 3_600_000;
+        stats.oldest_unacked_unix_ms.store(future, Relaxed);
+        let text = render(&stats);
+        assert!(
+            text.contains("tributary_agent_oldest_unsent_age_seconds 0\n"),
             "{text}"
         );
     }

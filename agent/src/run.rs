@@ -4,7 +4,8 @@
 //!
 //! Supervision (mini-redis's `run` is the model): the loop selects on the
 //! shutdown signal, on reloads, and on the end of every task it started —
-//! the buffer thread, the batcher, the link and the metrics endpoint. None
+//! the buffer thread, the batcher, the link, the clock watcher and the
+//! metrics endpoint. None
 //! of them ends on its own in a healthy agent, so the first that does ends
 //! the run: the others are stopped in order and [`run`] returns the cause,
 //! so the process exits non-zero and systemd restarts it. A half-alive
@@ -133,6 +134,9 @@ struct Tasks {
     batcher: JoinHandle<Result<(), BatchError>>,
     buffer: buffer_owner::BufferThread,
     metrics: Option<JoinHandle<Result<(), RunError>>>,
+    /// The clock watcher; it ends only when `clock_stop` is cancelled.
+    clock: JoinHandle<()>,
+    clock_stop: CancellationToken,
 }
 
 /// Runs the agent until `shutdown` is cancelled or a task fails. `reload`
@@ -181,11 +185,20 @@ pub async fn run(
                 .map_err(|source| RunError::Metrics { addr, source })
         })
     });
+    let clock_stop = CancellationToken::new();
+    let clock = crate::clock::start(
+        crate::clock::SystemClock::default(),
+        stats.clone(),
+        clock_stop.clone(),
+    )
+    .await;
     let mut tasks = Tasks {
         link,
         batcher,
         buffer: buffer_thread,
         metrics,
+        clock,
+        clock_stop,
     };
     ready(Handles {
         stats: stats.clone(),
@@ -223,6 +236,10 @@ pub async fn run(
                 break Some(r.err().map_or(RunError::Ended("buffer thread"), RunError::from));
             }
             r = join_metrics(&mut tasks.metrics) => break Some(ended("metrics endpoint", r)),
+            r = &mut tasks.clock => {
+                ended_early.clock = true;
+                break Some(ended("clock watcher", r.map(|()| Ok(()))));
+            }
         }
     };
     if let Some(e) = &failure {
@@ -257,6 +274,7 @@ pub async fn run(
 struct Ended {
     link: bool,
     batcher: bool,
+    clock: bool,
 }
 
 /// Waits for every task not yet ended, after the sensors stopped; the
@@ -277,6 +295,12 @@ async fn finish(
         flatten((&mut tasks.link).await)
     };
     metrics_stop.cancel();
+    tasks.clock_stop.cancel();
+    let clock = if ended_early.clock {
+        Ok(())
+    } else {
+        flatten::<RunError>((&mut tasks.clock).await.map(Ok))
+    };
     let metrics = match tasks.metrics.take() {
         Some(m) => m.await.map_err(RunError::from).and_then(|r| r),
         None => Ok(()),
@@ -284,6 +308,7 @@ async fn finish(
     tasks.buffer.finished().await?;
     link?;
     batch?;
+    clock?;
     metrics
 }
 

@@ -1,5 +1,6 @@
 //! Live counters of the agent, shared by the sensors (which read some of them
-//! as `system` metrics), the forwarder, and the Prometheus endpoint.
+//! as `system` metrics), the link, the buffer thread, and the Prometheus
+//! endpoint.
 //!
 //! Plain atomics and one short-held std mutex for the per-sensor map; nothing
 //! here is held across an `.await`.
@@ -7,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use tributary_wire::Clock;
 
 /// Counters of one sensor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub struct AgentStats {
     pub buffer_syncs: AtomicU64,
     /// From the timestamp of a message's first reading to the hub's ack.
     pub ack_latency: crate::latency::LatencyHistogram,
+    /// The system clock's state as last seen by [`crate::clock::watch`]
+    /// (read with [`AgentStats::clock`]); unknown until it first looked.
+    clock_state: AtomicU8,
     sensors: Mutex<BTreeMap<String, SensorCounters>>,
 }
 
@@ -103,8 +108,43 @@ impl AgentStats {
         }
     }
 
+    /// The system clock's state as last probed: what a reading taken now
+    /// carries. [`Clock::Unknown`] until the clock watcher first looked.
+    pub fn clock(&self) -> Clock {
+        match self.clock_state.load(Ordering::Relaxed) {
+            1 => Clock::Synced,
+            2 => Clock::Unsynced,
+            _ => Clock::Unknown,
+        }
+    }
+
+    /// Records the system clock's state (by the clock watcher).
+    pub fn set_clock(&self, clock: Clock) {
+        let v = match clock {
+            Clock::Unknown => 0,
+            Clock::Synced => 1,
+            Clock::Unsynced => 2,
+        };
+        self.clock_state.store(v, Ordering::Relaxed);
+    }
+
     /// Reads an atomic counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_state_is_unknown_until_set_and_then_reads_back_as_set() {
+        let stats = AgentStats::default();
+        assert_eq!(stats.clock(), Clock::Unknown);
+        for clock in [Clock::Synced, Clock::Unsynced, Clock::Unknown] {
+            stats.set_clock(clock);
+            assert_eq!(stats.clock(), clock);
+        }
     }
 }

@@ -430,8 +430,10 @@ pub fn pid_exists(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Sends `signal` to process `pid` (a child of the caller's that it has
+/// not reaped yet, so that the pid cannot have been reused).
 #[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+pub fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: kill(2) takes plain integers and touches no memory of this process; the pid is that

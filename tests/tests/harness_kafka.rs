@@ -16,6 +16,7 @@ fn reading(seq: u64) -> JsonReading {
         epoch: 7,
         seq,
         ts: "2026-11-28T01:02:03.000000001Z".into(),
+        clock: tributary_wire::Clock::Synced,
         value: serde_json::json!(20.0 + seq as f64 / 10.0),
         unit: Some("°C".into()),
         tags: BTreeMap::from([("room".into(), "lab".into())]),

@@ -1,10 +1,13 @@
 //! The walking skeleton, end to end through real servers: simulated sensors
 //! → tributary-agent → leaf nats-server → hub nats-server (JetStream) →
 //! tributary-uplink → Kafka (tansu), read back and checked reading by
-//! reading.
+//! reading, down to the clock state the agent saw (the same answer this
+//! test gets from the same system: absent when synchronized, otherwise
+//! `"clock":"unsynced"`/`"unknown"`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tributary_agent::clock::{ClockSource, SystemClock};
 use tributary_tests::tributary::{agent_config, start_agent, start_uplink, uplink_config};
 use tributary_tests::{JsonReading, Kafka, KafkaReader, NatsServer, Result};
 
@@ -79,6 +82,7 @@ async fn every_simulated_reading_arrives_in_kafka_once_with_its_device_sensor_va
 
     let readings = KafkaReader::readings(&records)?;
     assert!(readings.len() >= 40, "only {} readings", readings.len());
+    let clock = SystemClock::default().probe().await;
     let mut seqs = BTreeMap::new();
     let mut counts = Vec::new();
     for (record, r) in records.iter().zip(&readings) {
@@ -90,6 +94,7 @@ async fn every_simulated_reading_arrives_in_kafka_once_with_its_device_sensor_va
             "the reading id travels as a header"
         );
         assert_eq!(r.id, format!("e2e-pi:{}:{}", r.epoch, r.seq));
+        assert_eq!(r.clock, clock, "the agent's clock state reaches Kafka");
         assert!(
             tributary_wire::json::parse_rfc3339(&r.ts).is_some(),
             "timestamp {:?} is RFC 3339",

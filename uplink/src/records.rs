@@ -335,7 +335,7 @@ pub fn dead_letter(
 mod tests {
     use super::*;
     use std::path::Path;
-    use tributary_wire::{Sample, Value};
+    use tributary_wire::{Clock, Sample, Value};
 
     fn router(toml: &str) -> Router {
         Router::new(&tributary_config::parse(toml, Path::new("t.toml")).unwrap())
@@ -348,6 +348,7 @@ mod tests {
             sensor: "temp".into(),
             unit: Some("°C".into()),
             tags: vec![],
+            clock: Clock::Synced,
             samples: (1..=3)
                 .map(|seq| Sample {
                     seq,
@@ -398,6 +399,35 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_slice(recs.get(1).unwrap().payload).unwrap();
         assert_eq!(json["seq"], 2);
+    }
+
+    /// The clock field of each JSON record `payload` converts into.
+    fn clocks_of(payload: &[u8]) -> Vec<Option<String>> {
+        let env = Envelope::decode(payload).unwrap();
+        let h = msg_id_headers(&env.msg_id());
+        let subject = format!("tributary.{}.{}", env.device, env.sensor);
+        let recs = converted(&router(""), &subject, Some(&h), payload, 1 << 20).unwrap();
+        assert_eq!(recs.len(), env.samples.len());
+        recs.iter()
+            .map(|r| {
+                let json: serde_json::Value = serde_json::from_slice(r.payload).unwrap();
+                json.get("clock")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_of_format_version_1_and_2_both_convert_and_carry_their_clock() {
+        // The wire crate's golden bytes, as agents in the field sent them.
+        let v1 = include_bytes!("../../wire/tests/fixtures/envelope-v1.bin");
+        let v2 = include_bytes!("../../wire/tests/fixtures/envelope-v2.bin");
+        assert_eq!((v1[0], v2[0]), (1, 2));
+        assert_eq!(clocks_of(v1), vec![Some("unknown".to_owned()); 4]);
+        assert_eq!(clocks_of(v2), vec![Some("unsynced".to_owned()); 4]);
+        let synced = envelope().encode().unwrap();
+        assert_eq!(clocks_of(&synced), vec![None; 3], "absent when synced");
     }
 
     #[test]

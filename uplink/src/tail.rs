@@ -4,24 +4,58 @@
 //! It `assign`s every partition explicitly and never joins a consumer
 //! group, so it commits nothing and disturbs no one.
 //!
+//! Two formats ([`TailFormat`]):
+//!
 //! ```text
-//! 2026-11-28T01:02:03.123Z demo-pi/greenhouse_temp seq=42 21.5 °C {room=greenhouse}
+//! 2026-11-28T01:02:03.123Z demo-pi/greenhouse_temp seq=42 21.5 °C {room=greenhouse} age=12.3ms
+//! {"id":"demo-pi:1:42","device":"demo-pi",…}
 //! ```
+//!
+//! the human line (with `clock=unsynced`/`clock=unknown` when the reading's
+//! time is not known good, and with `--age` its age on arrival: this
+//! machine's time minus the reading's `ts`), or the record exactly as stored
+//! in Kafka, one per line, for `jq`. With `--age` or `--summary`, the ages
+//! are summarized when it stops ([`latency::Latency::summary`]: count, p50,
+//! p90, p99, max).
+//!
+//! A partition's end is normal, not an error: it ends the run without
+//! `--follow` and is otherwise silent. librdkafka's own log lines and error
+//! callbacks go to `tracing` through [`TailContext`], at levels that fit a
+//! reader: partition ends at trace, broker connection failures (which
+//! `tail` reports itself) at debug. When no broker answers within
+//! [`TailOptions::connect_timeout`], `tail` fails with one
+//! [`TailError::Unreachable`] instead of a stream of errors; a broker lost
+//! while following is waited for, with one warning.
 
-use rdkafka::ClientConfig;
+pub mod latency;
+
+use latency::{Latency, human_signed_ns};
+use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use tributary_wire::json::JsonReading;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tributary_wire::Clock;
+use tributary_wire::json::{JsonReading, parse_rfc3339};
+
+/// How readings are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TailFormat {
+    /// One line per reading for people ([`format_reading`]).
+    #[default]
+    Human,
+    /// Each reading's record exactly as stored in Kafka, one per line
+    /// (records that are not readings are left out).
+    Json,
+}
 
 /// What to show.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TailOptions {
     /// Bootstrap servers.
     pub brokers: String,
@@ -40,6 +74,44 @@ pub struct TailOptions {
     pub limit: Option<usize>,
     /// Extra librdkafka properties (security settings).
     pub properties: Vec<(String, String)>,
+    /// How to print.
+    pub format: TailFormat,
+    /// Append each reading's age on arrival to its human line.
+    pub age: bool,
+    /// How long to wait for a broker to answer (at the start, and without
+    /// `follow` also later) before giving up with
+    /// [`TailError::Unreachable`].
+    pub connect_timeout: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "tributary.readings".into(),
+            device: None,
+            sensor: None,
+            from_beginning: false,
+            follow: false,
+            limit: None,
+            properties: Vec::new(),
+            format: TailFormat::Human,
+            age: false,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a run of `tail` saw; filled while it runs, so it is complete even
+/// when the run ends with an error.
+#[derive(Debug, Default)]
+pub struct TailReport {
+    /// Lines printed.
+    pub printed: usize,
+    /// Records that were not readings (left out of the JSON format).
+    pub not_readings: usize,
+    /// Ages on arrival of the readings printed.
+    pub latency: Latency,
 }
 
 /// Why `tail` failed.
@@ -48,6 +120,9 @@ pub enum TailError {
     /// The Kafka client failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// No broker answered in time.
+    #[error("no Kafka broker answered within {0:?}")]
+    Unreachable(Duration),
     /// The topic does not exist.
     #[error("topic {0:?} does not exist")]
     NoTopic(String),
@@ -56,7 +131,56 @@ pub enum TailError {
     Io(#[from] std::io::Error),
 }
 
-/// One reading as a line: `ts device/sensor seq=N value unit {tags}`.
+/// Routes librdkafka's logs and error callbacks to `tracing` at levels
+/// that fit `tail` (see the module documentation).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TailContext;
+
+impl ClientContext for TailContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            // Connection failures: `tail` says it once itself.
+            _ if fac == "FAIL" => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(facility = fac, "librdkafka: {log_message}")
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(facility = fac, "librdkafka: {log_message}")
+            }
+            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "end of a partition")
+            }
+            Some(code) if transient(code) => {
+                tracing::debug!(error = %error, reason, "Kafka broker connection")
+            }
+            _ => tracing::warn!(error = %error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for TailContext {}
+
+/// Errors that mean "the broker is not reachable (yet)".
+fn transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::Resolve
+    )
+}
+
+/// One reading as a line: `ts device/sensor seq=N value unit {tags}`, then
+/// `clock=…` when the clock was not synchronized.
 pub fn format_reading(r: &JsonReading) -> String {
     let ts = match r.ts.split_once('.') {
         Some((secs, frac)) => {
@@ -82,31 +206,85 @@ pub fn format_reading(r: &JsonReading) -> String {
         let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         line.push_str(&format!(" {{{}}}", tags.join(",")));
     }
+    if r.clock != Clock::Synced {
+        line.push_str(" clock=");
+        line.push_str(r.clock.as_str());
+    }
     line
 }
 
-/// Prints readings until the end (or forever with `follow`), the limit, or
-/// `stop`. Returns how many lines were printed.
-pub fn tail(
+/// A reading's age at `now`, in nanoseconds; `None` when its `ts` does not
+/// parse.
+pub fn age_ns(r: &JsonReading, now: SystemTime) -> Option<i128> {
+    let ts = parse_rfc3339(&r.ts)?;
+    let now = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).ok()?,
+        Err(e) => -i128::try_from(e.duration().as_nanos()).ok()?,
+    };
+    Some(now - i128::from(ts))
+}
+
+/// The line printed for one record, or `None` when it is filtered out.
+/// Ages of printed readings go into `report`.
+fn line_for(
     opts: &TailOptions,
-    stop: &AtomicBool,
-    out: &mut dyn Write,
-) -> Result<usize, TailError> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &opts.brokers)
-        .set("group.id", "tributary-uplink-tail")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // A partition's end is where a fetch says it is: tansu 0.6.0's
-        // memory storage answers ListOffsets(latest) with the base offset
-        // of its last batch plus one, short of the batch's other records.
-        .set("enable.partition.eof", "true")
-        .set_log_level(RDKafkaLogLevel::Error);
-    for (k, v) in &opts.properties {
-        cfg.set(k, v);
+    payload: &[u8],
+    place: (i32, i64),
+    arrived: SystemTime,
+    report: &mut TailReport,
+) -> Option<Vec<u8>> {
+    let filtered = opts.device.is_some() || opts.sensor.is_some();
+    let Ok(r) = serde_json::from_slice::<JsonReading>(payload) else {
+        report.not_readings += 1;
+        return match opts.format {
+            TailFormat::Json => None,
+            TailFormat::Human if filtered => None,
+            TailFormat::Human => Some(
+                format!(
+                    "{}/{}@{} {} bytes (not a reading)",
+                    opts.topic,
+                    place.0,
+                    place.1,
+                    payload.len()
+                )
+                .into_bytes(),
+            ),
+        };
+    };
+    if opts.device.as_ref().is_some_and(|d| *d != r.device)
+        || opts.sensor.as_ref().is_some_and(|s| *s != r.sensor)
+    {
+        return None;
     }
-    let consumer: BaseConsumer = cfg.create()?;
-    let md = consumer.fetch_metadata(Some(&opts.topic), Duration::from_secs(10))?;
+    let age = age_ns(&r, arrived);
+    if let Some(age) = age {
+        report.latency.record_ns(age);
+    }
+    Some(match opts.format {
+        TailFormat::Json => payload.to_vec(),
+        TailFormat::Human => {
+            let mut line = format_reading(&r);
+            if opts.age {
+                line.push_str(" age=");
+                line.push_str(&age.map_or_else(|| "?".to_owned(), human_signed_ns));
+            }
+            line.into_bytes()
+        }
+    })
+}
+
+/// The partitions of the topic, or why there are none.
+fn partitions(
+    consumer: &BaseConsumer<TailContext>,
+    opts: &TailOptions,
+) -> Result<Vec<i32>, TailError> {
+    let md = match consumer.fetch_metadata(Some(&opts.topic), opts.connect_timeout) {
+        Ok(md) => md,
+        Err(KafkaError::MetadataFetch(code)) if transient(code) => {
+            return Err(TailError::Unreachable(opts.connect_timeout));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let partitions: Vec<i32> = md
         .topics()
         .iter()
@@ -116,12 +294,43 @@ pub fn tail(
     if partitions.is_empty() {
         return Err(TailError::NoTopic(opts.topic.clone()));
     }
+    Ok(partitions)
+}
+
+/// Prints readings until the end (or forever with `follow`), the limit, or
+/// `stop`, counting what it printed into `report`.
+pub fn tail(
+    opts: &TailOptions,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+    report: &mut TailReport,
+) -> Result<(), TailError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &opts.brokers)
+        .set("group.id", "tributary-uplink-tail")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A partition's end is where a fetch says it is: tansu 0.6.0's
+        // memory storage answers ListOffsets(latest) with the base offset
+        // of its last batch plus one, short of the batch's other records.
+        .set("enable.partition.eof", "true")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in &opts.properties {
+        cfg.set(k, v);
+    }
+    let consumer: BaseConsumer<TailContext> = cfg.create_with_context(TailContext)?;
+    let partitions = partitions(&consumer, opts)?;
     let back = i64::try_from(opts.limit.unwrap_or(10)).unwrap_or(i64::MAX);
     let mut list = TopicPartitionList::new();
     // Partitions not read to their end yet (without `follow`, the end of the run).
     let mut ends = HashSet::new();
     for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&opts.topic, *p, Duration::from_secs(10))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&opts.topic, *p, opts.connect_timeout)
+            .map_err(|e| match e.rdkafka_error_code() {
+                Some(code) if transient(code) => TailError::Unreachable(opts.connect_timeout),
+                _ => e.into(),
+            })?;
         let start = if opts.from_beginning {
             low
         } else {
@@ -133,86 +342,54 @@ pub fn tail(
         }
     }
     consumer.assign(&list)?;
-    let mut printed = 0;
     let limit = opts.limit.unwrap_or(usize::MAX);
     let mut idle_since = Instant::now();
-    while printed < limit && !stop.load(Ordering::Relaxed) {
+    // Since when the broker is unreachable, while it is.
+    let mut lost: Option<Instant> = None;
+    while report.printed < limit && !stop.load(Ordering::Relaxed) {
         if !opts.follow && ends.is_empty() {
             break;
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            if !opts.follow && idle_since.elapsed() > Duration::from_secs(10) {
+            if !opts.follow && idle_since.elapsed() > opts.connect_timeout {
+                if lost.is_some() {
+                    return Err(TailError::Unreachable(opts.connect_timeout));
+                }
                 break;
             }
             continue;
         };
-        idle_since = Instant::now();
         let m = match m {
             Ok(m) => m,
             Err(KafkaError::PartitionEOF(p)) => {
+                idle_since = Instant::now();
                 ends.remove(&p);
+                continue;
+            }
+            Err(e) if e.rdkafka_error_code().is_some_and(transient) => {
+                if lost.is_none() {
+                    tracing::warn!(brokers = %opts.brokers, "lost the Kafka broker; waiting for it");
+                    lost = Some(Instant::now());
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
+        let arrived = SystemTime::now();
+        idle_since = Instant::now();
+        if let Some(since) = lost.take() {
+            tracing::info!(after = ?since.elapsed(), "the Kafka broker is back");
+        }
         let payload = m.payload().unwrap_or_default();
-        let line = match serde_json::from_slice::<JsonReading>(payload) {
-            Ok(r) => {
-                if opts.device.as_ref().is_some_and(|d| *d != r.device)
-                    || opts.sensor.as_ref().is_some_and(|s| *s != r.sensor)
-                {
-                    continue;
-                }
-                format_reading(&r)
-            }
-            Err(_) if opts.device.is_some() || opts.sensor.is_some() => continue,
-            Err(_) => format!(
-                "{}/{}@{} {} bytes (not a reading)",
-                opts.topic,
-                m.partition(),
-                m.offset(),
-                payload.len()
-            ),
-        };
-        writeln!(out, "{line}")?;
-        out.flush()?;
-        printed += 1;
+        if let Some(line) = line_for(opts, payload, (m.partition(), m.offset()), arrived, report) {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            report.printed += 1;
+        }
     }
-    Ok(printed)
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn a_reading_prints_as_one_line_with_millisecond_time_unit_and_tags() {
-        let r = JsonReading {
-            id: "demo-pi:1:42".into(),
-            device: "demo-pi".into(),
-            sensor: "greenhouse_temp".into(),
-            epoch: 1,
-            seq: 42,
-            ts: "2026-11-28T01:02:03.123456789Z".into(),
-            value: serde_json::json!(21.5),
-            unit: Some("°C".into()),
-            tags: BTreeMap::from([("room".into(), "greenhouse".into())]),
-        };
-        assert_eq!(
-            format_reading(&r),
-            "2026-11-28T01:02:03.123Z demo-pi/greenhouse_temp seq=42 21.5 °C {room=greenhouse}"
-        );
-        let r = JsonReading {
-            ts: "2026-11-28T01:02:03.5Z".into(),
-            value: serde_json::json!("ON"),
-            unit: None,
-            tags: BTreeMap::new(),
-            ..r
-        };
-        assert_eq!(
-            format_reading(&r),
-            "2026-11-28T01:02:03.500Z demo-pi/greenhouse_temp seq=42 \"ON\""
-        );
-    }
-}
+mod tests;

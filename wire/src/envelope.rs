@@ -1,12 +1,28 @@
 //! The envelope: one NATS message carrying readings of one sensor.
 //!
-//! # Byte layout (format version 1)
+//! # Byte layout (format version 2, written; versions 1 and 2, read)
 //!
 //! ```text
-//! +---------+----------------------------------------------+
-//! | u8 = 1  | postcard(Envelope)                            |
-//! +---------+----------------------------------------------+
+//! +---------+----------------------------------------------------------+
+//! | u8 = 2  | postcard(device, epoch, sensor, unit, tags, clock,        |
+//! |         |          samples)                     = postcard(Envelope)|
+//! +---------+----------------------------------------------------------+
+//! | u8 = 1  | postcard(device, epoch, sensor, unit, tags, samples)      |
+//! +---------+----------------------------------------------------------+
 //! ```
+//!
+//! Version 2 adds one field, `clock` ([`Clock`]): what the device knew
+//! about its own clock when it took the samples. postcard writes it as the
+//! variant's index, one varint byte: `0` = [`Clock::Unknown`], `1` =
+//! [`Clock::Synced`], `2` = [`Clock::Unsynced`]. These numbers are the
+//! contract: variants are never reordered, new ones only appended (and a
+//! decoder that does not know an index rejects the envelope as malformed).
+//!
+//! Version 1 (agents before the clock field) is still decoded, forever: old
+//! agents in the field keep meeting new uplinks. A version-1 envelope
+//! decodes with `clock` = [`Clock::Unknown`], since its agent did not say.
+//! `tests/fixtures/` holds golden bytes of both versions that must keep
+//! decoding. This build only ever writes version 2 ([`WIRE_VERSION`]).
 //!
 //! postcard fixes the byte order of everything it writes (varints, little
 //! endian where fixed width), so the encoding does not depend on the machine.
@@ -24,7 +40,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The format version written by this crate.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
+/// The oldest format version this crate still decodes (every version from
+/// it up to [`WIRE_VERSION`] is read).
+pub const OLDEST_READ_VERSION: u8 = 1;
 /// The most samples one envelope may carry.
 pub const MAX_SAMPLES: usize = 10_000;
 /// The most tags one sensor may carry.
@@ -46,8 +65,85 @@ pub struct Envelope {
     pub unit: Option<String>,
     /// Tags of the sensor, sorted by key, keys unique.
     pub tags: Vec<(String, String)>,
+    /// The state of the device's clock when every one of the samples was
+    /// taken (an agent never mixes states in one envelope). Since format
+    /// version 2; [`Clock::Unknown`] for a version-1 envelope.
+    pub clock: Clock,
     /// The samples, in the order they were taken; never empty.
     pub samples: Vec<Sample>,
+}
+
+/// What the device knew about its wall clock when it took a reading.
+///
+/// A Raspberry Pi has no real-time clock: until NTP (or another source)
+/// synchronized it after boot, its time may be hours or years off, and it
+/// jumps when it is set. The agent asks the system; the reading carries the
+/// answer all the way into Kafka.
+///
+/// On the wire it is the variant's index (see the module's byte layout); in
+/// JSON its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// Nobody said: a version-1 envelope, or an agent that could not tell
+    /// (no time-synchronization service it knows of). Index 0.
+    Unknown,
+    /// The clock was synchronized: the timestamp is as good as the time
+    /// service. Index 1.
+    Synced,
+    /// The clock was not (yet) synchronized: the timestamp may be far off.
+    /// Index 2.
+    Unsynced,
+}
+
+impl Clock {
+    /// Whether the clock was known to be synchronized.
+    pub fn is_synced(&self) -> bool {
+        *self == Clock::Synced
+    }
+
+    /// The lowercase name used in JSON and logs: `synced`, `unsynced`,
+    /// `unknown`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Clock::Unknown => "unknown",
+            Clock::Synced => "synced",
+            Clock::Unsynced => "unsynced",
+        }
+    }
+}
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of a format-version-1 envelope: [`Envelope`] without `clock`.
+/// Only decoded (and, in tests, encoded to make version-1 bytes).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct EnvelopeV1 {
+    device: String,
+    epoch: u64,
+    sensor: String,
+    unit: Option<String>,
+    tags: Vec<(String, String)>,
+    samples: Vec<Sample>,
+}
+
+impl From<EnvelopeV1> for Envelope {
+    fn from(v1: EnvelopeV1) -> Self {
+        Envelope {
+            device: v1.device,
+            epoch: v1.epoch,
+            sensor: v1.sensor,
+            unit: v1.unit,
+            tags: v1.tags,
+            clock: Clock::Unknown,
+            samples: v1.samples,
+        }
+    }
 }
 
 /// One measurement inside an [`Envelope`].
@@ -74,6 +170,8 @@ pub struct Reading<'a> {
     pub unit: Option<&'a str>,
     /// The sensor's tags.
     pub tags: &'a [(String, String)],
+    /// The device's clock state when the sample was taken.
+    pub clock: Clock,
     /// The sample itself.
     pub sample: &'a Sample,
 }
@@ -122,7 +220,9 @@ pub enum DecodeError {
     #[error("empty message: expected a format-version byte")]
     Empty,
     /// The message was written by a format this build does not know.
-    #[error("unknown wire format version {0} (this build reads version {WIRE_VERSION})")]
+    #[error(
+        "unknown wire format version {0} (this build reads versions {OLDEST_READ_VERSION} to {WIRE_VERSION})"
+    )]
     UnknownVersion(u8),
     /// The message ends before the envelope does.
     #[error("truncated envelope: the message ends before the envelope does")]
@@ -230,20 +330,16 @@ impl Envelope {
         1 + postcard::experimental::serialized_size(self).unwrap_or(usize::MAX - 1)
     }
 
-    /// Decodes and validates an envelope. Never panics, whatever the bytes.
+    /// Decodes and validates an envelope of any version this build reads
+    /// (a version-1 envelope gets [`Clock::Unknown`]). Never panics,
+    /// whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let (env, rest): (Envelope, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|e| match e {
-                postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes(rest.len()));
-        }
+        let env = match version {
+            1 => Envelope::from(take_all::<EnvelopeV1>(body)?),
+            2 => take_all::<Envelope>(body)?,
+            other => return Err(DecodeError::UnknownVersion(other)),
+        };
         env.validate()?;
         Ok(env)
     }
@@ -276,9 +372,22 @@ impl Envelope {
             sensor: &self.sensor,
             unit: self.unit.as_deref(),
             tags: &self.tags,
+            clock: self.clock,
             sample,
         })
     }
+}
+
+/// postcard-decodes a `T` that must span all of `body`.
+fn take_all<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(body).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        other => DecodeError::Malformed(other.to_string()),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
 }
 
 impl Sample {
@@ -308,173 +417,4 @@ fn check_len(what: &'static str, s: &str) -> Result<(), EnvelopeError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sample_envelope() -> Envelope {
-        Envelope {
-            device: "pi-kitchen".into(),
-            epoch: 1_764_000_000,
-            sensor: "temp".into(),
-            unit: Some("°C".into()),
-            tags: vec![("room".into(), "kitchen".into())],
-            samples: vec![
-                Sample {
-                    seq: 7,
-                    timestamp_ns: 1_764_290_000_123_456_789,
-                    value: Value::Float(21.5),
-                },
-                Sample {
-                    seq: 9,
-                    timestamp_ns: 1_764_290_001_000_000_000,
-                    value: Value::Int(3),
-                },
-            ],
-        }
-    }
-
-    #[test]
-    fn an_encoded_envelope_starts_with_the_version_byte_and_decodes_back() {
-        let env = sample_envelope();
-        let bytes = env.encode().unwrap();
-        assert_eq!(bytes[0], WIRE_VERSION);
-        assert_eq!(bytes.len(), env.encoded_len());
-        assert_eq!(Envelope::decode(&bytes).unwrap(), env);
-    }
-
-    #[test]
-    fn encoding_is_deterministic_so_resends_carry_identical_bytes() {
-        let env = sample_envelope();
-        assert_eq!(env.encode().unwrap(), env.clone().encode().unwrap());
-        assert_eq!(env.msg_id(), "pi-kitchen:1764000000:7+2");
-    }
-
-    #[test]
-    fn decoding_rejects_an_unknown_version() {
-        let mut bytes = sample_envelope().encode().unwrap();
-        bytes[0] = 2;
-        assert_eq!(
-            Envelope::decode(&bytes),
-            Err(DecodeError::UnknownVersion(2))
-        );
-    }
-
-    #[test]
-    fn decoding_rejects_empty_input() {
-        assert_eq!(Envelope::decode(&[]), Err(DecodeError::Empty));
-    }
-
-    #[test]
-    fn decoding_rejects_every_truncation() {
-        let bytes = sample_envelope().encode().unwrap();
-        for len in 1..bytes.len() {
-            let err = Envelope::decode(&bytes[..len]).unwrap_err();
-            assert!(
-                matches!(err, DecodeError::Truncated | DecodeError::Malformed(_)),
-                "len {len}: {err:?}"
-            );
-        }
-        assert_eq!(Envelope::decode(&bytes[..1]), Err(DecodeError::Truncated));
-    }
-
-    #[test]
-    fn decoding_rejects_trailing_bytes() {
-        let mut bytes = sample_envelope().encode().unwrap();
-        bytes.extend_from_slice(&[0, 0, 0]);
-        assert_eq!(Envelope::decode(&bytes), Err(DecodeError::TrailingBytes(3)));
-    }
-
-    #[test]
-    fn encoding_refuses_a_device_id_that_is_not_a_subject_token() {
-        let mut env = sample_envelope();
-        env.device = "pi.kitchen".into();
-        let err = env.encode().unwrap_err();
-        assert!(err.to_string().contains("pi.kitchen"), "{err}");
-    }
-
-    #[test]
-    fn encoding_refuses_nan_and_empty_batches() {
-        let mut env = sample_envelope();
-        env.samples[1].value = Value::Float(f64::NAN);
-        assert_eq!(
-            env.encode(),
-            Err(EncodeError::Invalid(EnvelopeError::NonFinite { seq: 9 }))
-        );
-        env.samples.clear();
-        assert_eq!(
-            env.encode(),
-            Err(EncodeError::Invalid(EnvelopeError::NoSamples))
-        );
-    }
-
-    #[test]
-    fn reading_ids_print_and_parse_back() {
-        let env = sample_envelope();
-        let id = env.readings().nth(1).unwrap().id();
-        assert_eq!(id.to_string(), "pi-kitchen:1764000000:9");
-        assert_eq!(id.to_string().parse::<ReadingId>().unwrap(), id);
-        assert!("nope".parse::<ReadingId>().is_err());
-        assert!("a:b:c".parse::<ReadingId>().is_err());
-    }
-
-    fn token() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_-]{1,24}"
-    }
-
-    fn value() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            (-1e12f64..1e12).prop_map(Value::Float),
-            any::<i64>().prop_map(Value::Int),
-            any::<bool>().prop_map(Value::Bool),
-            ".{0,40}".prop_map(Value::Text),
-        ]
-    }
-
-    fn envelope() -> impl Strategy<Value = Envelope> {
-        (
-            token(),
-            any::<u64>(),
-            token(),
-            proptest::option::of(".{0,8}"),
-            proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4),
-            proptest::collection::vec((any::<u64>(), any::<i64>(), value()), 1..20),
-        )
-            .prop_map(|(device, epoch, sensor, unit, tags, samples)| Envelope {
-                device,
-                epoch,
-                sensor,
-                unit,
-                tags: tags.into_iter().collect(),
-                samples: samples
-                    .into_iter()
-                    .map(|(seq, timestamp_ns, value)| Sample {
-                        seq,
-                        timestamp_ns,
-                        value,
-                    })
-                    .collect(),
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn any_valid_envelope_round_trips(env in envelope()) {
-            let bytes = env.encode().unwrap();
-            prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
-        }
-
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Envelope::decode(&bytes);
-        }
-
-        #[test]
-        fn decoding_a_corrupted_envelope_never_panics(env in envelope(), pos in any::<usize>(), byte in any::<u8>()) {
-            let mut bytes = env.encode().unwrap();
-            let pos = pos % bytes.len();
-            bytes[pos] = byte;
-            let _ = Envelope::decode(&bytes);
-        }
-    }
-}
+mod tests;

@@ -14,11 +14,25 @@
 //! | `epoch`  | integer                       | the agent installation's epoch             |
 //! | `seq`    | integer                       | per-device sequence number                 |
 //! | `ts`     | string                        | RFC 3339 UTC timestamp, up to nanoseconds  |
+//! | `clock`  | string, absent when synced    | `"unsynced"` or `"unknown"`: see below     |
 //! | `value`  | number, boolean or string     | the measurement                            |
 //! | `unit`   | string, absent when none      | unit of the value                          |
 //! | `tags`   | object of strings, may be `{}`| the sensor's tags                          |
+//!
+//! `clock` is the device's clock state when the reading was taken
+//! ([`Clock`]). It is absent when the clock was synchronized, so a record
+//! without it carries a timestamp as good as the device's time service.
+//! `"unsynced"`: taken before the device's clock was synchronized (a
+//! Raspberry Pi has no real-time clock), so `ts` may be hours or years off.
+//! `"unknown"`: the agent could not tell (an agent older than envelope
+//! format version 2, or a device without a time service the agent knows);
+//! `ts` is then whatever the device believed, unverified. Absence is kept
+//! for the one state that needs no caution; "unknown" is written out rather
+//! than left absent because absence must not claim a synchronization nobody
+//! checked. (Records written by an uplink older than this field have no
+//! `clock` either.)
 
-use crate::envelope::Reading;
+use crate::envelope::{Clock, Reading};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +54,10 @@ pub struct JsonReading {
     pub seq: u64,
     /// RFC 3339 UTC timestamp.
     pub ts: String,
+    /// The device's clock state when the reading was taken; absent in JSON
+    /// when [`Clock::Synced`] (and read back as that).
+    #[serde(default = "synced", skip_serializing_if = "Clock::is_synced")]
+    pub clock: Clock,
     /// The measurement.
     pub value: serde_json::Value,
     /// Unit of the value.
@@ -48,6 +66,10 @@ pub struct JsonReading {
     /// The sensor's tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+fn synced() -> Clock {
+    Clock::Synced
 }
 
 /// Formats nanoseconds since the Unix epoch as an RFC 3339 UTC timestamp
@@ -73,6 +95,7 @@ impl From<&Reading<'_>> for JsonReading {
             epoch: r.epoch,
             seq: r.sample.seq,
             ts: rfc3339(r.sample.timestamp_ns),
+            clock: r.clock,
             value: match &r.sample.value {
                 Value::Float(f) => serde_json::Number::from_f64(*f)
                     .map_or(serde_json::Value::Null, serde_json::Value::Number),
@@ -119,7 +142,11 @@ impl Reading<'_> {
         out.extend_from_slice(int.format(self.sample.seq).as_bytes());
         out.extend_from_slice(b",\"ts\":\"");
         write_rfc3339(out, self.sample.timestamp_ns);
-        out.extend_from_slice(b"\",\"value\":");
+        match self.clock {
+            Clock::Synced => out.extend_from_slice(b"\",\"value\":"),
+            Clock::Unsynced => out.extend_from_slice(b"\",\"clock\":\"unsynced\",\"value\":"),
+            Clock::Unknown => out.extend_from_slice(b"\",\"clock\":\"unknown\",\"value\":"),
+        }
         match &self.sample.value {
             // serde_json writes a non-finite float as null, as
             // `Number::from_f64` -> `Value::Null` does.
@@ -275,7 +302,7 @@ pub fn write_rfc3339(out: &mut Vec<u8>, timestamp_ns: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Envelope, Sample};
+    use crate::{Clock, Envelope, Sample};
 
     #[test]
     fn a_reading_becomes_the_documented_json_object() {
@@ -285,6 +312,7 @@ mod tests {
             sensor: "temp".into(),
             unit: Some("°C".into()),
             tags: vec![("room".into(), "kitchen".into())],
+            clock: Clock::Synced,
             samples: vec![Sample {
                 seq: 42,
                 timestamp_ns: 1_795_827_723_123_456_789,
@@ -310,6 +338,47 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_field_is_absent_when_synced_and_names_the_state_otherwise() {
+        let sample = Sample {
+            seq: 1,
+            timestamp_ns: 0,
+            value: Value::Int(1),
+        };
+        for (clock, field) in [
+            (Clock::Synced, None),
+            (Clock::Unsynced, Some("unsynced")),
+            (Clock::Unknown, Some("unknown")),
+        ] {
+            let env = Envelope {
+                device: "d".into(),
+                epoch: 1,
+                sensor: "s".into(),
+                unit: None,
+                tags: vec![],
+                clock,
+                samples: vec![sample.clone()],
+            };
+            let r = env.readings().next().unwrap();
+            let raw = String::from_utf8(r.to_json()).unwrap();
+            let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(json.get("clock").and_then(|c| c.as_str()), field, "{raw}");
+            if let Some(name) = field {
+                assert!(
+                    raw.contains(&format!(
+                        "\"ts\":\"1970-01-01T00:00:00Z\",\"clock\":\"{name}\",\"value\""
+                    )),
+                    "{raw}"
+                );
+            }
+            let back: JsonReading = serde_json::from_str(&raw).unwrap();
+            assert_eq!(
+                back.clock, clock,
+                "a record reads back with its clock: {raw}"
+            );
+        }
+    }
+
+    #[test]
     fn timestamps_round_trip_through_rfc3339_at_nanosecond_precision() {
         for ns in [0i64, 1, 1_795_827_723_123_456_789, -1_000_000_007] {
             assert_eq!(parse_rfc3339(&rfc3339(ns)), Some(ns), "{ns}");
@@ -324,6 +393,7 @@ mod tests {
             sensor: "s".into(),
             unit: None,
             tags: vec![],
+            clock: Clock::Synced,
             samples: vec![
                 Sample {
                     seq: 1,
@@ -370,9 +440,11 @@ mod tests {
                 ("b".into(), "last".into()),
             ],
         ];
+        let clocks = [Clock::Synced, Clock::Unsynced, Clock::Unknown];
         for (i, tags) in tag_sets.iter().enumerate() {
             for unit in [None, Some("°C".to_owned()), Some("\"".to_owned())] {
                 let env = Envelope {
+                    clock: clocks[i % clocks.len()],
                     device: format!("pi-\"{i}\u{7f}"),
                     epoch: 1_764_000_000 + i as u64,
                     sensor: "temp/ä".into(),
@@ -444,6 +516,11 @@ mod tests {
             seq: u64,
             epoch: u64,
             ts: i64,
+            clock in proptest::prop_oneof![
+                proptest::strategy::Just(Clock::Synced),
+                proptest::strategy::Just(Clock::Unsynced),
+                proptest::strategy::Just(Clock::Unknown),
+            ],
         ) {
             for value in [Value::Float(float), Value::Int(int), Value::Text(text.clone()), Value::Bool(int % 2 == 0)] {
                 let env = Envelope {
@@ -452,6 +529,7 @@ mod tests {
                     sensor: sensor.clone(),
                     unit: unit.clone(),
                     tags: tags.clone(),
+                    clock,
                     samples: vec![Sample { seq, timestamp_ns: ts, value }],
                 };
                 let r = env.readings().next().unwrap();

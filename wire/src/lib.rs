@@ -5,7 +5,9 @@
 //!
 //! * [`Envelope`]: one NATS message, carrying one or more readings of one
 //!   sensor, encoded as a format-version byte followed by postcard
-//!   ([`Envelope::encode`], [`Envelope::decode`]);
+//!   ([`Envelope::encode`], [`Envelope::decode`]), with the device's
+//!   [`Clock`] state when the readings were taken (format version 2; version
+//!   1 is still decoded);
 //! * [`ReadingId`] and [`Envelope::msg_id`]: the stable ids that make resends
 //!   harmless (the hub's `Nats-Msg-Id` duplicate window, the Kafka header);
 //! * [`subject`]: the `<prefix>.<device>.<sensor>` subject scheme and the
@@ -21,8 +23,8 @@ pub mod subject;
 mod value;
 
 pub use envelope::{
-    DecodeError, EncodeError, Envelope, MAX_SAMPLES, MAX_TAGS, MAX_TEXT_LEN, Reading, ReadingId,
-    Sample, WIRE_VERSION,
+    Clock, DecodeError, EncodeError, Envelope, EnvelopeError, MAX_SAMPLES, MAX_TAGS, MAX_TEXT_LEN,
+    OLDEST_READ_VERSION, Reading, ReadingId, Sample, WIRE_VERSION,
 };
 pub use subject::IdError;
 pub use value::Value;

@@ -496,3 +496,57 @@ fn acking_everything_recovered_after_a_crash_leaves_nothing_to_read() {
     b.flush().unwrap();
     assert_eq!(drain_ids(&mut b), vec![id]);
 }
+
+#[test]
+fn a_wall_clock_jumping_back_by_hours_never_reorders_rejects_or_corrupts_buffered_records() {
+    // A Pi without a real-time clock: appended at a wrong time, then NTP
+    // steps the clock back by hours (twice), across several segments,
+    // with some readings acked and the buffer closed and reopened between.
+    const HOUR: u64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_900_000_000_000u64;
+    let stamp = |i: u64| start - (i / 50) * 5 * HOUR + i;
+    let (mut b, _) = Buffer::open(small(dir.path())).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        ids.push(stored(b.append_at(&payload(i), stamp(i)).unwrap()));
+    }
+    // A clock that fell back to the Unix epoch itself.
+    ids.push(stored(b.append_at(&payload(150), 1).unwrap()));
+    b.flush().unwrap();
+    assert_eq!(
+        ids,
+        (0..151).collect::<Vec<_>>(),
+        "ids follow appends, not time"
+    );
+    assert!(b.stats().segments > 2, "the jumps span segments");
+    assert_eq!(b.stats().oldest_unacked_appended_at_ms, Some(stamp(0)));
+    let first = b.read(10).unwrap();
+    for r in &first {
+        assert!(b.ack(r.id).unwrap());
+    }
+    // The oldest unacked record is the first not acked, by id, even though
+    // later records carry earlier times.
+    assert_eq!(b.stats().oldest_unacked_appended_at_ms, Some(stamp(10)));
+    b.close().unwrap();
+
+    let (mut b, report) = Buffer::open(small(dir.path())).unwrap();
+    assert_eq!(report.records, 141);
+    assert!(report.torn_tail.is_none() && report.quarantined.is_empty());
+    // Appending after the reopen, at a time earlier than everything.
+    ids.push(stored(b.append_at(&payload(151), 0).unwrap()));
+    b.flush().unwrap();
+    let records = b.read(usize::MAX).unwrap();
+    let got: Vec<(u64, Vec<u8>)> = records.into_iter().map(|r| (r.id, r.payload)).collect();
+    let expected: Vec<(u64, Vec<u8>)> = (10..152).map(|i| (i, payload(i))).collect();
+    assert_eq!(got, expected, "same records, same order, same bytes");
+    let s = b.stats();
+    assert_eq!(s.unacked_records, 142);
+    assert_eq!(s.oldest_unacked_appended_at_ms, Some(stamp(10)));
+    for id in 10..152 {
+        assert!(b.ack(id).unwrap());
+    }
+    let s = b.stats();
+    assert_eq!(s.unacked_records, 0);
+    assert_eq!(s.oldest_unacked_appended_at_ms, None);
+}

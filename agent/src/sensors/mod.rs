@@ -48,7 +48,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tributary_config::{AgentConfig, SensorCommon};
-use tributary_wire::Value;
+use tributary_wire::{Clock, Value};
 
 /// One reading of one sensor, on its way to the buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,9 @@ pub struct Observation {
     pub sensor: Arc<SensorMeta>,
     /// When it was read: UTC nanoseconds since the Unix epoch.
     pub timestamp_ns: i64,
+    /// Whether the system clock was synchronized when `timestamp_ns` was
+    /// taken ([`AgentStats::clock`] at that moment).
+    pub clock: Clock,
     /// What was read.
     pub value: Value,
 }
@@ -288,6 +291,7 @@ pub(crate) async fn deliver(
     }
     let obs = Observation {
         sensor: meta.clone(),
+        clock: stats.clock(),
         timestamp_ns: now_unix_ns(),
         value,
     };

@@ -149,6 +149,7 @@ pub fn envelope(device: &str, sensor: &str, first: u64, count: u64) -> Envelope 
         sensor: sensor.into(),
         unit: Some("°C".into()),
         tags: vec![("room".into(), "lab".into())],
+        clock: tributary_wire::Clock::Synced,
         samples: (first..first + count)
             .map(|seq| Sample {
                 seq,

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_tests::{Kafka, NatsServer};
 use tributary_uplink::health::Health;
 use tributary_uplink::metrics::Metrics;
-use tributary_wire::{Envelope, NATS_MSG_ID_HEADER, Sample, Value};
+use tributary_wire::{Clock, Envelope, NATS_MSG_ID_HEADER, Sample, Value};
 
 const PER_MESSAGE: u64 = 10;
 const DEVICES: u64 = 100;
@@ -47,6 +47,7 @@ fn envelope(i: u64) -> Envelope {
         sensor: "temp".into(),
         unit: Some("°C".into()),
         tags: vec![("room".into(), "lab".into())],
+        clock: Clock::Synced,
         samples: (first..first + PER_MESSAGE)
             .map(|seq| Sample {
                 seq,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
-use tributary_uplink::tail::{TailOptions, tail};
+use tracing::{debug, info};
+use tributary_uplink::tail::{TailFormat, TailOptions, TailReport, tail};
 
 /// Drains the hub's JetStream stream of sensor readings into Kafka.
 #[derive(Debug, Parser)]
@@ -57,7 +57,33 @@ enum Command {
         /// Extra librdkafka property, `key=value` (repeatable), e.g. for SASL.
         #[arg(long = "property", short = 'X', value_parser = parse_property)]
         properties: Vec<(String, String)>,
+        /// `human`: one line per reading; `json`: each record exactly as
+        /// stored in Kafka, one per line (for jq).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Append each reading's age on arrival (this machine's time minus
+        /// the reading's `ts`) to its human line, and print the latency
+        /// summary (count, p50, p90, p99, max) to stderr when stopping (with
+        /// --format json: the summary only, the records stay as stored).
+        #[arg(long)]
+        age: bool,
+        /// Print the latency summary to stderr when stopping (implied by
+        /// --age).
+        #[arg(long)]
+        summary: bool,
+        /// Give up when no broker answers within this long (e.g. `10s`).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        connect_timeout: std::time::Duration,
     },
+}
+
+/// `tail --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One line per reading, for people.
+    Human,
+    /// Each record as stored in Kafka, one per line.
+    Json,
 }
 
 /// The `--config` option of `run` and `check`.
@@ -101,16 +127,29 @@ fn main() -> ExitCode {
             follow,
             limit,
             properties,
-        } => run_tail(TailOptions {
-            brokers,
-            topic,
-            device,
-            sensor,
-            from_beginning,
-            follow,
-            limit,
-            properties,
-        }),
+            format,
+            age,
+            summary,
+            connect_timeout,
+        } => run_tail(
+            TailOptions {
+                brokers,
+                topic,
+                device,
+                sensor,
+                from_beginning,
+                follow,
+                limit,
+                properties,
+                format: match format {
+                    Format::Human => TailFormat::Human,
+                    Format::Json => TailFormat::Json,
+                },
+                age,
+                connect_timeout,
+            },
+            age || summary,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,16 +186,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+/// Cancels `token` on SIGTERM or SIGINT, saying so at info (`run`) or, for
+/// `tail`, whose output is the readings, at debug (`quiet`).
+fn cancel_on_signals(token: CancellationToken, quiet: bool) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| anyhow::anyhow!("installing the SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: draining and stopping"),
-            _ = int.recv() => info!("SIGINT: draining and stopping"),
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if quiet {
+            debug!("{name}: stopping");
+        } else {
+            info!("{name}: draining and stopping");
         }
         token.cancel();
     });
@@ -167,17 +212,17 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = checked_config(path)?;
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
-        cancel_on_signals(shutdown.clone())?;
+        cancel_on_signals(shutdown.clone(), false)?;
         tributary_uplink::run(config, shutdown).await?;
         Ok(())
     })
 }
 
-fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
+fn run_tail(opts: TailOptions, summary: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     let token = CancellationToken::new();
-    rt.block_on(async { cancel_on_signals(token.clone()) })?;
+    rt.block_on(async { cancel_on_signals(token.clone(), true) })?;
     let flag = stop.clone();
     rt.spawn(async move {
         token.cancelled().await;
@@ -185,8 +230,19 @@ fn run_tail(opts: TailOptions) -> anyhow::Result<()> {
     });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match tail(&opts, &stop, &mut out) {
-        Ok(_) => Ok(()),
+    let mut report = TailReport::default();
+    let result = tail(&opts, &stop, &mut out, &mut report);
+    if summary && (result.is_ok() || report.latency.count() > 0) {
+        eprintln!("{}", report.latency.summary());
+    }
+    if opts.format == TailFormat::Json && report.not_readings > 0 {
+        eprintln!(
+            "{} records were not readings and were left out",
+            report.not_readings
+        );
+    }
+    match result {
+        Ok(()) => Ok(()),
         Err(tributary_uplink::tail::TailError::Io(e))
             if e.kind() == std::io::ErrorKind::BrokenPipe =>
         {
