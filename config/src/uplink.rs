@@ -237,10 +237,11 @@ pub struct KafkaSection {
     /// `none`.
     #[serde(default)]
     pub key: KeyMode,
-    /// Topic for messages that cannot be decoded, routed or written
-    /// (oversized). Each carries headers `tributary-dlq-reason`,
-    /// `tributary-dlq-subject`, `tributary-dlq-stream-seq`. Default
-    /// `"tributary.dead-letter"`.
+    /// Topic for messages that cannot be decoded (on a `json` route),
+    /// routed or written (oversized, refused). Each keeps the message's
+    /// bytes (truncated to fit `max_record_bytes`, then saying so) and
+    /// carries headers `tributary-dlq-reason`, `tributary-dlq-subject`,
+    /// `tributary-dlq-stream-seq`. Default `"tributary.dead-letter"`.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
     /// Create missing topics at start (many clusters disable
@@ -259,8 +260,8 @@ pub struct KafkaSection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub topic_config: BTreeMap<String, String>,
     /// Largest record the uplink writes; a larger one goes to the
-    /// dead-letter topic (with only its headers). Keep it at or below the
-    /// broker's `message.max.bytes`. Default `"1 MiB"`.
+    /// dead-letter topic (with as many of its first bytes as fit). Keep it
+    /// at or below the broker's `message.max.bytes`. Default `"1 MiB"`.
     #[serde(default = "default_max_record", deserialize_with = "size")]
     pub max_record_bytes: bytesize::ByteSize,
     /// Compression: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.

@@ -1,8 +1,9 @@
 //! The uplink routes subjects to topics (wildcards, captured tokens, the
 //! default topic) and encodes envelopes as JSON records or passes them
-//! through; foreign messages pass through with their headers; messages
-//! that cannot be decoded, routed or written go to the dead-letter topic
-//! with reason headers, and the rest flows on.
+//! through; messages declared foreign (header `Tributary-Passthrough`) pass
+//! through with their headers; messages that cannot be decoded, routed or
+//! written go to the dead-letter topic with reason headers, and the rest
+//! flows on. `uplink_hostile.rs` has the garbage.
 
 #[path = "uplink_support/mod.rs"]
 mod support;
@@ -47,6 +48,7 @@ topic = "doors"
     publish(&js, &envelope("pi-7", "door", 1, 1)).await;
     let mut h = async_nats::HeaderMap::new();
     h.insert("Content-Type", "text/plain");
+    h.insert("Tributary-Passthrough", "1");
     js.publish_with_headers("tributary.legacy.thing", h, "hello".into())
         .await
         .unwrap()
@@ -130,9 +132,12 @@ topic = "by-device.{1}"
         .unwrap()
         .await
         .unwrap();
-    // Too big for max_record_bytes.
+    // Too big for max_record_bytes, declared foreign so that it passes
+    // the decoder.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Tributary-Passthrough", "1");
     let big_ack = js
-        .publish("tributary.blob.dump", vec![b'x'; 4096].into())
+        .publish_with_headers("tributary.blob.dump", h, vec![b'x'; 4096].into())
         .await
         .unwrap()
         .await
@@ -165,6 +170,13 @@ topic = "by-device.{1}"
         Some(big_ack.sequence.to_string().as_str())
     );
     assert_eq!(b.header_str("tributary-dlq-size"), Some("4096"));
+    assert_eq!(b.header_str("tributary-dlq-truncated"), Some("true"));
+    let kept = b.payload.as_deref().unwrap_or_default();
+    assert!(
+        !kept.is_empty() && kept.len() < 2048 && kept.iter().all(|c| *c == b'x'),
+        "{} bytes kept",
+        kept.len()
+    );
     let u = by_subject("tributary.Zigbee:0x1.routed");
     assert!(reason(u).starts_with("unroutable"), "{}", reason(u));
 

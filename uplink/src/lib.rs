@@ -17,12 +17,14 @@
 //! ```
 //!
 //! Modules: [`route`] (subjects to topics), [`records`] (messages to
-//! records), [`pipeline`] (the drain loop), [`deliveries`] (which messages
-//! Kafka confirmed), [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's
-//! logs, rate-limited),
+//! records), [`dead_letter`] (what is one, what it keeps), [`pipeline`]
+//! (the drain loop), [`deliveries`] (which messages Kafka confirmed),
+//! [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's logs,
+//! rate-limited),
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
 //! [`tail`] (the `tail` subcommand).
 
+pub mod dead_letter;
 pub mod deliveries;
 pub mod exactly_once;
 pub mod health;

@@ -339,7 +339,7 @@ impl Session<'_> {
     fn dead_letter(&self, msg: &Message, seq: u64, reason: &DeadReason, records: &mut Records) {
         warn!(subject = %msg.subject, stream_seq = seq, reason = %reason, "dead-lettering a message");
         self.metrics.dead_letter(reason.label());
-        records::dead_letter(
+        crate::dead_letter::record(
             &Arc::from(self.config.kafka.dead_letter_topic.as_str()),
             msg.subject.as_str(),
             seq,

@@ -1,9 +1,9 @@
 //! Turning one JetStream message into Kafka records, or into a dead letter.
 //!
-//! A message is an agent envelope when it decodes as one. One that does not
-//! decode but claims to be one (its `Nats-Msg-Id` has the agent's
-//! `device:epoch:first+count` form) is a dead letter; any other message is
-//! foreign and passed through as bytes with its NATS headers.
+//! A message is an agent envelope when it decodes as one. On a `json` route
+//! one that does not is a dead letter, unless its publisher declared it
+//! foreign; see [`dead_letter`](crate::dead_letter) for that rule and for
+//! what a dead-letter record keeps.
 
 use crate::route::{RouteError, Router};
 use async_nats::HeaderMap;
@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 use tributary_config::uplink::{Encoding, KeyMode};
-use tributary_wire::{DecodeError, Envelope, NATS_MSG_ID_HEADER, READING_ID_HEADER};
+use tributary_wire::{DecodeError, Envelope, READING_ID_HEADER};
 
 /// Header of every record in exactly-once mode: `<stream seq>:<index>`.
 pub const ORIGIN_HEADER: &str = "tributary-origin";
@@ -23,7 +23,8 @@ pub const DLQ_REASON_HEADER: &str = "tributary-dlq-reason";
 pub const DLQ_SUBJECT_HEADER: &str = "tributary-dlq-subject";
 /// Dead-letter header: the message's JetStream stream sequence.
 pub const DLQ_STREAM_SEQ_HEADER: &str = "tributary-dlq-stream-seq";
-/// Dead-letter header: the size of a payload left out because it was too big.
+/// Dead-letter header: the length of a payload truncated because it was too
+/// big.
 pub const DLQ_SIZE_HEADER: &str = "tributary-dlq-size";
 
 /// The records of one message, in buffers reused from message to
@@ -125,7 +126,7 @@ impl Records {
 
     /// Starts a record whose payload `write` appends to the buffer; its
     /// headers follow with [`header`](Self::header).
-    fn push(
+    pub(crate) fn push(
         &mut self,
         topic: &Arc<str>,
         key: Option<&Arc<[u8]>>,
@@ -142,8 +143,21 @@ impl Records {
         });
     }
 
+    /// Replaces the last record's payload with what `write` appends.
+    pub(crate) fn set_payload(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        if let Some(last) = self.records.last_mut() {
+            last.payload = start..self.bytes.len();
+        }
+    }
+
     /// Adds a header, whose value `write` appends, to the last record.
-    fn header(&mut self, name: impl Into<Cow<'static, str>>, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(crate) fn header(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let start = self.bytes.len();
         write(&mut self.bytes);
         self.headers.push(HeaderSpan {
@@ -156,7 +170,7 @@ impl Records {
     }
 
     /// The NATS headers, ordered by name and value, then the subject.
-    fn nats_headers(&mut self, headers: Option<&HeaderMap>, subject: &str) {
+    pub(crate) fn nats_headers(&mut self, headers: Option<&HeaderMap>, subject: &str) {
         let first = self.headers.len();
         if let Some(h) = headers {
             for (name, values) in h.iter() {
@@ -178,7 +192,7 @@ impl Records {
 /// Why a message became a dead letter.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum DeadReason {
-    /// It claims to be an agent envelope but does not decode.
+    /// On a `json` route, it does not decode as an agent envelope.
     #[error("undecodable envelope: {0}")]
     Undecodable(#[from] DecodeError),
     /// Its subject routes to an illegal topic name.
@@ -209,23 +223,6 @@ impl DeadReason {
     }
 }
 
-/// Whether a `Nats-Msg-Id` has the agent's `device:epoch:first+count` form.
-fn agent_msg_id(headers: Option<&HeaderMap>) -> bool {
-    let Some(id) = headers.and_then(|h| h.get(NATS_MSG_ID_HEADER)) else {
-        return false;
-    };
-    let Some((rest, count)) = id.as_str().rsplit_once('+') else {
-        return false;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let mut parts = rest.rsplitn(3, ':');
-    let (Some(first), Some(epoch), Some(device)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    digits(count) && digits(first) && digits(epoch) && !device.is_empty()
-}
-
 fn key_of(mode: KeyMode, device: &str, sensor: &str) -> Option<Arc<[u8]>> {
     match mode {
         KeyMode::Device => Some(Arc::from(device.as_bytes())),
@@ -247,11 +244,8 @@ pub fn convert(
 ) -> Result<(), DeadReason> {
     out.clear();
     let target = router.route(subject)?;
-    let envelope = match Envelope::decode(payload) {
-        Ok(env) => Some(env),
-        Err(e) if agent_msg_id(headers) => return Err(e.into()),
-        Err(_) => None,
-    };
+    let envelope: Option<Envelope> =
+        crate::dead_letter::envelope_of(target.encoding, headers, payload)?;
     match (&envelope, target.encoding) {
         (Some(env), Encoding::Json) => {
             // Every reading of an envelope has its device and sensor.
@@ -292,45 +286,6 @@ pub fn convert(
     Ok(())
 }
 
-/// The dead-letter record of a message, into `out` (cleared first): its
-/// payload (left out when larger than `max_record`), its NATS headers, and
-/// the reason, subject and stream sequence. Keyed by subject.
-#[allow(clippy::too_many_arguments)]
-pub fn dead_letter(
-    topic: &Arc<str>,
-    subject: &str,
-    stream_seq: u64,
-    headers: Option<&HeaderMap>,
-    payload: &[u8],
-    reason: &DeadReason,
-    max_record: usize,
-    out: &mut Records,
-) {
-    out.clear();
-    let oversized = payload.len() > max_record;
-    let key: Arc<[u8]> = Arc::from(subject.as_bytes());
-    out.push(topic, Some(&key), |b| {
-        if !oversized {
-            b.extend_from_slice(payload);
-        }
-    });
-    out.nats_headers(headers, subject);
-    out.header(DLQ_REASON_HEADER, |b| {
-        b.extend_from_slice(reason.to_string().as_bytes());
-    });
-    out.header(DLQ_SUBJECT_HEADER, |b| {
-        b.extend_from_slice(subject.as_bytes())
-    });
-    out.header(DLQ_STREAM_SEQ_HEADER, |b| {
-        b.extend_from_slice(itoa::Buffer::new().format(stream_seq).as_bytes());
-    });
-    if oversized {
-        out.header(DLQ_SIZE_HEADER, |b| {
-            b.extend_from_slice(itoa::Buffer::new().format(payload.len()).as_bytes());
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +316,7 @@ mod tests {
 
     fn msg_id_headers(id: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(NATS_MSG_ID_HEADER, id);
+        h.insert(tributary_wire::NATS_MSG_ID_HEADER, id);
         h
     }
 
@@ -434,7 +389,9 @@ mod tests {
     fn converting_reuses_the_buffers_and_forgets_the_previous_message() {
         let env = envelope();
         let bytes = env.encode().unwrap();
-        let router = router("");
+        let router = router(
+            "[[routes]]\nsubject = \"other.>\"\ntopic = \"o\"\nencoding = \"passthrough\"\n",
+        );
         let mut out = Records::default();
         let mut payloads_of = |subject: &str, payload: &[u8]| -> Vec<Vec<u8>> {
             convert(&router, subject, None, payload, 1 << 20, &mut out).unwrap();
@@ -462,7 +419,7 @@ mod tests {
         assert_eq!(rec.payload, bytes);
         assert_eq!(rec.key.map(|k| &**k), Some(&b"pi-1/temp"[..]));
         assert_eq!(
-            rec.header(NATS_MSG_ID_HEADER),
+            rec.header(tributary_wire::NATS_MSG_ID_HEADER),
             Some(env.msg_id().as_bytes())
         );
         assert_eq!(
@@ -472,12 +429,14 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_message_passes_through_keyed_by_subject_with_its_headers_in_order() {
+    fn on_a_passthrough_route_a_foreign_message_passes_through_keyed_by_subject_with_its_headers_in_order()
+     {
         let mut h = HeaderMap::new();
         h.insert("X-B", "2");
         h.append("X-A", "9");
         h.append("X-A", "1");
-        let recs = converted(&router(""), "other.thing", Some(&h), b"hello", 1 << 20).unwrap();
+        let r = router("[kafka]\nencoding = \"passthrough\"\n");
+        let recs = converted(&r, "other.thing", Some(&h), b"hello", 1 << 20).unwrap();
         assert_eq!(recs.readings(), 0);
         let rec = recs.get(0).unwrap();
         assert_eq!(rec.payload, b"hello");
@@ -504,57 +463,14 @@ mod tests {
             1 << 20,
         );
         assert!(matches!(c, Err(DeadReason::Undecodable(_))), "{c:?}");
-        assert!(agent_msg_id(Some(&msg_id_headers("a:b:1:2+3"))));
-        assert!(!agent_msg_id(Some(&msg_id_headers("order-42"))));
     }
 
     #[test]
-    fn an_oversized_record_is_a_dead_letter_that_leaves_the_payload_out() {
-        let Err(reason) = converted(&router(""), "x.y", None, &[0u8; 100], 50) else {
+    fn an_oversized_record_is_a_dead_letter() {
+        let r = router("[kafka]\nencoding = \"passthrough\"\n");
+        let Err(reason) = converted(&r, "x.y", None, &[0u8; 100], 50) else {
             panic!("not a dead letter")
         };
         assert_eq!(reason.label(), "oversized");
-        let mut out = Records::default();
-        dead_letter(
-            &Arc::from("dlq"),
-            "x.y",
-            42,
-            None,
-            &[0u8; 100],
-            &reason,
-            50,
-            &mut out,
-        );
-        let d = out.get(0).unwrap();
-        assert!(d.payload.is_empty());
-        assert_eq!(&**d.topic, "dlq");
-        assert_eq!(d.header(DLQ_STREAM_SEQ_HEADER), Some(&b"42"[..]));
-        assert_eq!(d.header(DLQ_SUBJECT_HEADER), Some(&b"x.y"[..]));
-        assert_eq!(d.header(DLQ_SIZE_HEADER), Some(&b"100"[..]));
-        assert!(
-            std::str::from_utf8(d.header(DLQ_REASON_HEADER).unwrap())
-                .unwrap()
-                .starts_with("oversized")
-        );
-    }
-
-    #[test]
-    fn a_dead_letter_that_fits_keeps_its_payload_and_no_size_header() {
-        let mut out = Records::default();
-        let reason = DeadReason::Rejected("no".into());
-        dead_letter(
-            &Arc::from("dlq"),
-            "x.y",
-            1,
-            None,
-            b"abc",
-            &reason,
-            50,
-            &mut out,
-        );
-        let d = out.get(0).unwrap();
-        assert_eq!(d.payload, b"abc");
-        assert_eq!(d.header(DLQ_SIZE_HEADER), None);
-        assert_eq!(d.key.map(|k| &**k), Some(&b"x.y"[..]));
     }
 }
