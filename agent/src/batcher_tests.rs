@@ -164,7 +164,6 @@ fn clocked(sensor: &Arc<SensorMeta>, clock: Clock, ts: i64) -> Observation {
     }
 }
 
-
 #[test]
 fn cut_never_mixes_clock_states_in_one_envelope_and_keeps_order_within_each() {
     let (temp, door) = (sensor("temp"), sensor("door"));

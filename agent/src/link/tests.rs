@@ -69,6 +69,7 @@ fn envelope(seq: u64) -> Envelope {
         epoch: 1,
         sensor: "s".into(),
         unit: None,
+        clock: tributary_wire::Clock::Synced,
         tags: Vec::new(),
         samples: vec![Sample {
             seq,
