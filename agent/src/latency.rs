@@ -81,18 +81,25 @@ impl LatencySnapshot {
         Some(self.max_us as f64)
     }
 
-    /// The difference `self - earlier` (counts since `earlier`; the
-    /// maximum is this snapshot's).
+    /// The difference `self - earlier`: the counts since `earlier`. The
+    /// exact maximum of that window is not known; it is bounded by the
+    /// upper bound of the highest bucket that grew (and by this
+    /// snapshot's maximum).
     pub fn since(&self, earlier: &LatencySnapshot) -> LatencySnapshot {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .zip(earlier.counts.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let top = counts.iter().rposition(|&n| n > 0);
+        let max_us = top.map_or(0, |i| {
+            BUCKETS_US.get(i).map_or(self.max_us, |&b| b.min(self.max_us))
+        });
         LatencySnapshot {
-            counts: self
-                .counts
-                .iter()
-                .zip(earlier.counts.iter().chain(std::iter::repeat(&0)))
-                .map(|(a, b)| a.saturating_sub(*b))
-                .collect(),
+            counts,
             sum_us: self.sum_us.saturating_sub(earlier.sum_us),
-            max_us: self.max_us,
+            max_us,
         }
     }
 }
@@ -132,6 +139,8 @@ mod tests {
             h.record(250);
             h.snapshot()
         };
-        assert_eq!(later.since(&s).count(), 1);
+        let window = later.since(&s);
+        assert_eq!(window.count(), 1);
+        assert_eq!(window.max_us, 250, "bounded by the bucket that grew");
     }
 }
