@@ -47,6 +47,10 @@ const GOAL_DRAIN_RSS: u64 = 16 * 1024 * 1024;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+#[path = "support.rs"]
+mod support;
+use support::{mib, proc_io, proc_status};
+
 struct Args {
     readings: usize,
     per_message: usize,
@@ -93,17 +97,7 @@ async fn bench(args: Args, agent_bin: &Path) -> Result<(), Error> {
     let leaf = NatsServer::leaf(&hub)?;
     leaf.wait_leaf_connected(Duration::from_secs(10))?;
     let hub_js = jetstream::new(hub.connect().await?);
-    for (name, subject) in [("TRIBUTARY", "tributary.>"), ("BASELINE", "baseline.>")] {
-        hub_js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
-                duplicate_window: Duration::from_secs(120),
-                max_bytes: -1,
-                ..Default::default()
-            })
-            .await?;
-    }
+    support::create_streams(&hub_js).await?;
 
     // 1. fill
     let state = tempfile::tempdir()?;
@@ -403,27 +397,4 @@ fn start_agent(bin: &Path, config: &str) -> Result<ServerProcess, Error> {
         config,
         &[("TRIBUTARY_LOG", log)],
     )?)
-}
-
-/// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// A field of `/proc/<pid>/io`.
-fn proc_io(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

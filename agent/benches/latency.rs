@@ -44,6 +44,10 @@ use tributary_wire::{Envelope, Sample, Value};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+#[path = "support.rs"]
+mod support;
+use support::{mib, proc_io, proc_status};
+
 const GOAL_P99_US: f64 = 5_000.0;
 /// The agent's default `forward.linger`.
 const DEFAULT_LINGER_US: u64 = 1_000;
@@ -100,9 +104,11 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
     let secs = arg("--secs", 30);
     let rounds = arg("--rounds", 3).max(1) as usize;
     let linger_us = arg("--linger-us", DEFAULT_LINGER_US);
-    let linger = (linger_us != DEFAULT_LINGER_US)
-        .then(|| format!("[forward]\nlinger = \"{linger_us}us\"\n\n"))
-        .unwrap_or_default();
+    let linger = if linger_us == DEFAULT_LINGER_US {
+        String::new()
+    } else {
+        format!("[forward]\nlinger = \"{linger_us}us\"\n\n")
+    };
     println!(
         "agent latency benchmark: {rounds} round(s) of {secs} s per measurement, hub JetStream on file storage, through a leaf, agent defaults (flush 1 s) with linger {} ms",
         linger_us as f64 / 1000.0
@@ -111,16 +117,7 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
     let leaf = NatsServer::leaf(&hub)?;
     leaf.wait_leaf_connected(Duration::from_secs(10))?;
     let hub_js = jetstream::new(hub.connect().await?);
-    for (name, subject) in [("TRIBUTARY", "tributary.>"), ("BASELINE", "baseline.>")] {
-        hub_js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await?;
-    }
+    support::create_streams(&hub_js).await?;
     for load in &LOADS {
         let mut base = Vec::new();
         let mut agent = Vec::new();
@@ -216,6 +213,7 @@ async fn bare_publisher(
                     epoch: 1,
                     sensor: format!("s{i:02}"),
                     unit: Some("°C".into()),
+                    clock: tributary_wire::Clock::Synced,
                     tags: Vec::new(),
                     samples: vec![Sample {
                         seq,
@@ -353,23 +351,4 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// A field of `/proc/<pid>/io`.
-fn proc_io(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

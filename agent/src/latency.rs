@@ -94,7 +94,9 @@ impl LatencySnapshot {
             .collect();
         let top = counts.iter().rposition(|&n| n > 0);
         let max_us = top.map_or(0, |i| {
-            BUCKETS_US.get(i).map_or(self.max_us, |&b| b.min(self.max_us))
+            BUCKETS_US
+                .get(i)
+                .map_or(self.max_us, |&b| b.min(self.max_us))
         });
         LatencySnapshot {
             counts,
