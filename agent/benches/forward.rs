@@ -47,7 +47,7 @@ const GOAL_DRAIN_RSS: u64 = 16 * 1024 * 1024;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[path = "support.rs"]
+#[path = "support/mod.rs"]
 mod support;
 use support::{mib, proc_io, proc_status};
 

@@ -59,6 +59,12 @@ pub fn start_program(
 /// `state_dir`, fast flushes and retries for tests, then `sensors` (TOML
 /// of `[[sensors.*]]` tables) appended.
 pub fn agent_config(device: &str, leaf: &NatsServer, state_dir: &Path, sensors: &str) -> String {
+    agent_config_at(device, &leaf.client_url(), state_dir, sensors)
+}
+
+/// [`agent_config`] for a NATS URL that need not be a running server (a
+/// port nothing listens on, to test an agent that never reaches its leaf).
+pub fn agent_config_at(device: &str, url: &str, state_dir: &Path, sensors: &str) -> String {
     format!(
         r#"
 [agent]
@@ -79,7 +85,7 @@ backoff_max = "1s"
 {sensors}
 "#,
         state = state_dir.display(),
-        leaf = leaf.client_url()
+        leaf = url
     )
 }
 

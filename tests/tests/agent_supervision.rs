@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tributary_tests::tributary::{agent_config, create_stream, start_agent, stream_envelopes};
+use tributary_tests::tributary::{
+    agent_config, agent_config_at, create_stream, start_agent, stream_envelopes,
+};
 use tributary_tests::{NatsServer, Result, ServerProcess, free_port};
 use tributary_wire::Envelope;
 
@@ -24,33 +26,17 @@ waveform = "counter"
 interval = "20ms"
 "#;
 
-/// A config like [`agent_config`] whose leaf URL is a port nothing listens on.
+/// [`agent_config`] with a leaf URL nothing listens on, and small segments
+/// (so that a spill soon creates a new one).
 fn unreachable_config(device: &str, state: &Path, sensors: &str) -> String {
-    format!(
-        r#"
-[agent]
-device = "{device}"
-state_dir = "{state}"
-
-[nats]
-urls = ["nats://127.0.0.1:{port}"]
-
-[buffer]
-flush_interval = "200ms"
-segment_size = "8 KiB"
-max_size = "64 MiB"
-
-[forward]
-max_message_size = "1 KiB"
-ack_timeout = "2s"
-backoff_initial = "100ms"
-backoff_max = "1s"
-
-{sensors}
-"#,
-        state = state.display(),
-        port = free_port(),
-    )
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    agent_config_at(device, &url, state, sensors)
+        .replacen("[buffer]\n", "[buffer]\nsegment_size = \"8 KiB\"\n", 1)
+        .replacen(
+            "[forward]\n",
+            "[forward]\nmax_message_size = \"1 KiB\"\n",
+            1,
+        )
 }
 
 /// Polls `cond` every 50 ms until it holds or `within` passes.

@@ -20,7 +20,8 @@
 //!    (`/proc/<pid>/io` `write_bytes`) and peak RSS.
 //!
 //! Then the agent with the hub away (its leaf URL names a port nothing
-//! listens on): disk bytes per reading. Each measurement runs `--rounds`
+//! listens on): disk bytes per reading; and, when a release uplink is
+//! built, reading timestamp → arrival in Kafka (`kafka.rs`). Each measurement runs `--rounds`
 //! times (default 3) and medians are printed. Quantiles come from the same
 //! fixed buckets for agent and baseline, interpolated within a bucket.
 //!
@@ -28,8 +29,10 @@
 //! grew in it (the agent's exact maximum covers its whole life, start-up
 //! included).
 //!
-//! Run: `cargo bench -p tributary-agent --bench latency [-- --secs S --rounds R
-//! --linger-us L]` (`--linger-us` sets `forward.linger` instead of the default).
+//! Run: `cargo build --release -p tributary-uplink && cargo bench -p tributary-agent
+//! --bench latency [-- --secs S --rounds R --linger-us L --kafka-only 1]`
+//! (`--linger-us` sets `forward.linger` instead of the default;
+//! `--kafka-only 1` measures only the sensor → Kafka row).
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use std::ffi::OsStr;
@@ -42,9 +45,10 @@ use tributary_tests::tributary::{scrape_body, scrape_metric, start_program};
 use tributary_tests::{NatsServer, ServerProcess, free_port};
 use tributary_wire::{Envelope, Sample, Value};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[path = "support.rs"]
+mod kafka;
+#[path = "../support/mod.rs"]
 mod support;
 use support::{mib, proc_io, proc_status};
 
@@ -52,13 +56,13 @@ const GOAL_P99_US: f64 = 5_000.0;
 /// The agent's default `forward.linger`.
 const DEFAULT_LINGER_US: u64 = 1_000;
 
-struct Load {
+pub(crate) struct Load {
     name: &'static str,
     sensors: usize,
     interval: Duration,
 }
 
-const LOADS: [Load; 2] = [
+pub(crate) const LOADS: [Load; 2] = [
     Load {
         name: "50 sensors at 1 Hz",
         sensors: 50,
@@ -118,7 +122,9 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
     leaf.wait_leaf_connected(Duration::from_secs(10))?;
     let hub_js = jetstream::new(hub.connect().await?);
     support::create_streams(&hub_js).await?;
-    for load in &LOADS {
+    // `--kafka-only 1`: just the sensor -> Kafka row.
+    let kafka_only = arg("--kafka-only", 0) == 1;
+    for load in LOADS.iter().filter(|_| !kafka_only) {
         let mut base = Vec::new();
         let mut agent = Vec::new();
         for _ in 0..rounds {
@@ -173,16 +179,37 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
         println!("  p99 agent/baseline per round: {}", per_round.join(", "));
     }
     let mut away = Vec::new();
-    for _ in 0..rounds {
+    for _ in (0..rounds).filter(|_| !kafka_only) {
         let unreachable = format!("nats://127.0.0.1:{}", free_port());
         let run = run_agent(agent_bin, &unreachable, &LOADS[0], secs, &linger).await?;
         away.push(run.disk_bytes / run.readings.max(1.0));
     }
-    println!(
-        "hub away, {}: {:.0} B written per reading by the kernel's count (one group commit per flush interval)",
-        LOADS[0].name,
-        median(away)
-    );
+    if !away.is_empty() {
+        println!(
+            "hub away, {}: {:.0} B written per reading by the kernel's count (one group commit per flush interval)",
+            LOADS[0].name,
+            median(away)
+        );
+    }
+    let mut kafka = Vec::new();
+    for _ in 0..rounds {
+        match kafka::sensor_to_kafka(agent_bin, secs, &linger).await? {
+            Some((lat, records)) => kafka.push((lat, records)),
+            None => break,
+        }
+    }
+    if !kafka.is_empty() {
+        let lats: Vec<LatencySnapshot> = kafka.iter().map(|(l, _)| l.clone()).collect();
+        let q = |q: f64| median(lats.iter().filter_map(|s| s.quantile_us(q)).collect());
+        println!(
+            "sensor -> Kafka through leaf, hub, uplink (release) and tansu, {}: p50 {} p99 {} max <= {} (goal p99 <= 25 ms; {} records in the first round)",
+            LOADS[0].name,
+            ms(q(0.5)),
+            ms(q(0.99)),
+            ms(median(lats.iter().map(|s| s.max_us as f64).collect())),
+            kafka[0].1
+        );
+    }
     Ok(())
 }
 
@@ -238,7 +265,7 @@ async fn bare_publisher(
     Ok(hist.snapshot())
 }
 
-async fn run_agent(
+pub(crate) async fn run_agent(
     agent_bin: &Path,
     nats_url: &str,
     load: &Load,
@@ -335,7 +362,7 @@ fn histogram(port: u16) -> Result<LatencySnapshot, Error> {
     })
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
