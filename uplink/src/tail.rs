@@ -314,6 +314,10 @@ pub fn tail(
         // memory storage answers ListOffsets(latest) with the base offset
         // of its last batch plus one, short of the batch's other records.
         .set("enable.partition.eof", "true")
+        // A reading's age on arrival should be the pipeline's, not the
+        // tail's: fetch again soon instead of librdkafka's 500 ms wait
+        // (a broker that holds an empty fetch that long adds up to it).
+        .set("fetch.wait.max.ms", "10")
         .set_log_level(RDKafkaLogLevel::Warning);
     for (k, v) in &opts.properties {
         cfg.set(k, v);

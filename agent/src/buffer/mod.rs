@@ -141,6 +141,8 @@ mod segment;
 mod slots;
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
