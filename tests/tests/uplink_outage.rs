@@ -130,3 +130,49 @@ async fn a_paused_kafka_fails_health_and_in_flight_stays_bounded_then_everything
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_uplink_in_bound_while_librdkafkas_queue_is_full_and_kafka_is_frozen() {
+    let hub = NatsServer::hub().unwrap();
+    let mut kafka = Kafka::start_memory().unwrap();
+    let port = http_port();
+    // A queue of four records: with Kafka frozen it is full after one
+    // message of five readings, and the next write waits for room.
+    let extra = "[kafka.properties]\n\"queue.buffering.max.messages\" = \"4\"\n";
+    let mut uplink = Uplink::start("uplink", &config_text(&hub, &kafka, port, "", extra), port);
+    let client = hub.connect().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    publish(&js, &envelope("pi-1", "temp", 1, 2)).await;
+    let reader = KafkaReader::new(kafka.bootstrap());
+    reader.read_until_async("readings", 2, WAIT).await.unwrap();
+
+    kafka.pause().unwrap();
+    for i in 0..20u64 {
+        publish(&js, &envelope("pi-1", "temp", 3 + i * 5, 5)).await;
+    }
+    eventually(WAIT, "health fails while Kafka is frozen", || {
+        http_get(port, "/health").is_ok_and(|(code, _)| code == 503)
+    })
+    .await;
+    // The messages were pulled at once; the writes wait for queue room.
+    assert!(
+        uplink
+            .metric("tributary_uplink_consumed_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    // delivery_timeout 5 s + the 5 s drain + a margin.
+    let bound = Duration::from_secs(15);
+    let started = std::time::Instant::now();
+    let status = uplink
+        .process
+        .terminate(bound + Duration::from_secs(15))
+        .expect("the uplink ends after SIGTERM");
+    let took = started.elapsed();
+    kafka.resume().unwrap();
+    assert!(status.success(), "uplink exit {status}");
+    assert!(
+        took <= bound,
+        "SIGTERM took {took:?} with librdkafka's queue full, bound {bound:?}"
+    );
+}

@@ -177,6 +177,7 @@ async fn serve(
             health: health.clone(),
             high_water: exactly_once.then(|| HighWater::new(&config.kafka)),
             heartbeat: heartbeat.clone(),
+            stop: shutdown.clone(),
         };
         let end = session.run(&consumer, shutdown).await;
         drop(session);

@@ -76,6 +76,9 @@ pub struct Session<'a> {
     pub high_water: Option<HighWater>,
     /// Bumped on every loop turn, for the systemd watchdog.
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    /// The shutdown signal, also heeded while a write waits for room in
+    /// librdkafka's queue.
+    pub stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -391,6 +394,8 @@ impl Session<'_> {
         let mut mark: Option<Mark<'_>> = None;
         // The origin header's value, reused from record to record.
         let mut origin_value = String::new();
+        // When librdkafka's queue was first found full for this message.
+        let mut queue_full_since: Option<Instant> = None;
         for (index, rec) in records.iter().enumerate() {
             let partition = match last {
                 Some((prev, p)) if same_target(&prev, &rec) => p,
@@ -459,10 +464,30 @@ impl Session<'_> {
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // The queue drains as Kafka confirms (or, at least
-                        // once, as writes time out): wait, then try again.
+                        // The queue drains as Kafka confirms: wait, then try
+                        // again, but never past shutdown nor, at least once,
+                        // past `kafka.delivery_timeout` (Kafka is away: the
+                        // session ends and the producer is replaced, as for
+                        // a stalled write).
                         br = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        let waited = queue_full_since.get_or_insert_with(Instant::now).elapsed();
+                        let give_up = self.stop.is_cancelled()
+                            || (self.high_water.is_none()
+                                && waited >= self.config.kafka.delivery_timeout.get());
+                        if give_up {
+                            ledger.abandon(ticket, writes);
+                            self.metrics.delivery_errors.fetch_add(1, Relaxed);
+                            if writes == 0 && self.high_water.is_none() {
+                                return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
+                            }
+                            return Err(format!(
+                                "librdkafka's queue stayed full for {waited:?} (Kafka unreachable or slow)"
+                            ));
+                        }
+                        tokio::select! {
+                            () = self.stop.cancelled() => {}
+                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
                     }
                     Err((e, _)) if self.high_water.is_none() && writes == 0 => {
                         ledger.abandon(ticket, 0);
