@@ -11,8 +11,9 @@
 //!
 //! 1. **baseline**: a bare async-nats JetStream publisher through the same
 //!    leaf that publishes each reading the moment it is made (one task per
-//!    sensor, one envelope per reading, ack awaited) and records the time
-//!    from the reading's timestamp to its ack;
+//!    sensor on the agent's schedule, phases included, one envelope per
+//!    reading, ack awaited) and records the time from the reading's
+//!    timestamp to its ack;
 //! 2. **agent**: the agent with the same sensors (simulated), the latency
 //!    histogram it exports (`tributary_agent_reading_ack_latency_seconds`,
 //!    from the timestamp of a message's first reading to the hub's ack),
@@ -230,7 +231,10 @@ async fn bare_publisher(
     for i in 0..load.sensors {
         let (js, hist, interval) = (js.clone(), hist.clone(), load.interval);
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            // The agent's schedule: each sensor first reads after its
+            // phase (the same ids as the agent's sensors below).
+            let phase = tributary_agent::sensors::phase(&format!("s{i:02}"), interval);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
             let mut seq = (i as u64) << 32;
             while tokio::time::Instant::now() < end {
                 tick.tick().await;

@@ -197,9 +197,11 @@ pub fn spawn(
     )));
 
     let mut tasks = JoinSet::new();
+    let spread = polled.len() > 1;
     for p in polled {
         tasks.spawn(run_polled(
             p,
+            spread,
             ctx.stats.clone(),
             out.clone(),
             shutdown.clone(),
@@ -213,14 +215,22 @@ pub fn spawn(
     Sensors { tasks }
 }
 
-/// Reads a polled sensor once per interval until `shutdown`.
+/// Reads a polled sensor once per interval until `shutdown`, first after
+/// its [`phase`] when `spread` (several sensors are polled).
 async fn run_polled(
     mut p: Polled,
+    spread: bool,
     stats: Arc<AgentStats>,
     out: mpsc::Sender<Observation>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(p.interval);
+    let offset = if spread {
+        phase(&p.meta.id, p.interval)
+    } else {
+        Duration::ZERO
+    };
+    let first = tokio::time::Instant::now() + offset;
+    let mut tick = tokio::time::interval_at(first, p.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut log = ErrorLog::default();
     loop {
@@ -313,6 +323,35 @@ pub(crate) async fn deliver(
     permit.send(obs);
     stats.reading(&meta.id);
     true
+}
+
+/// The longest a polled sensor's first read waits after start.
+pub const MAX_PHASE: Duration = Duration::from_secs(1);
+
+/// When a polled sensor first reads after start, when several sensors are
+/// polled (one alone reads at once): a stable offset from its id, spread
+/// over its interval (at most [`MAX_PHASE`]). Sensors with the
+/// same interval then do not all read in the same instant — as Prometheus
+/// spreads the scrapes of one interval — so their readings leave as a
+/// steady trickle instead of one burst per interval (lower latency, an
+/// even load on the CPU and the link). The same id always gets the same
+/// offset.
+pub fn phase(sensor_id: &str, interval: Duration) -> Duration {
+    let spread = u64::try_from(interval.min(MAX_PHASE).as_nanos()).unwrap_or(u64::MAX);
+    if spread == 0 {
+        return Duration::ZERO;
+    }
+    // FNV-1a, then splitmix64's finalizer so that ids differing in their
+    // last character land far apart; stable across builds and platforms.
+    let mut h = sensor_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    // Whole milliseconds: tokio's timer does not resolve finer.
+    let ms = (spread / 1_000_000).max(1);
+    Duration::from_millis(h % ms)
 }
 
 /// Now, in UTC nanoseconds since the Unix epoch.

@@ -201,3 +201,19 @@ async fn system_sensors_report_the_agents_own_health() {
     stop.cancel();
     sensors.join().await;
 }
+
+#[test]
+fn sensor_phases_are_stable_within_their_interval_and_spread_apart() {
+    let second = Duration::from_secs(1);
+    assert_eq!(super::phase("temp", second), super::phase("temp", second));
+    assert!(super::phase("temp", Duration::from_millis(20)) < Duration::from_millis(20));
+    assert!(super::phase("slow", Duration::from_secs(3600)) < super::MAX_PHASE);
+    let phases: std::collections::BTreeSet<Duration> = (0..50)
+        .map(|i| super::phase(&format!("s{i:02}"), second) / 20_000_000)
+        .collect();
+    assert!(
+        phases.len() > 30,
+        "50 sensors fall into {} of 50 slots of 20 ms",
+        phases.len()
+    );
+}
