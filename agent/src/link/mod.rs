@@ -55,10 +55,12 @@
 
 mod memory;
 mod publish;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use publish::{AckFuture, Backoff, PublishError, Publisher};
+pub use state::LinkState;
 
 use crate::batcher::Message;
 use crate::buffer_owner::{BufferGone, BufferHandle, Spilled};
@@ -95,44 +97,6 @@ pub struct LinkSettings {
     pub flush_interval: Duration,
     /// On shutdown, wait at most this long for in-flight acks.
     pub drain_deadline: Duration,
-}
-
-/// The link's state, as reported in metrics and status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    /// Sending the disk backlog (also the state at start).
-    CatchingUp,
-    /// Publishing as readings are taken.
-    Live,
-    /// Waiting out a backoff after a failure; messages go to disk.
-    Spilling,
-}
-
-impl LinkState {
-    /// The state's name in metrics and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            LinkState::Live => "live",
-            LinkState::Spilling => "spilling",
-            LinkState::CatchingUp => "catching_up",
-        }
-    }
-
-    /// All states, in gauge order.
-    pub const ALL: [LinkState; 3] = [LinkState::Live, LinkState::Spilling, LinkState::CatchingUp];
-
-    fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The state stored by [`AgentStats::link_state`].
-    pub fn from_code(code: u8) -> LinkState {
-        match code {
-            1 => LinkState::Live,
-            2 => LinkState::Spilling,
-            _ => LinkState::CatchingUp,
-        }
-    }
 }
 
 /// Why the link stopped with an error. The network never stops it; only
