@@ -6,7 +6,7 @@
 //! with JetStream on file storage, a leaf node connected to it, and the `tributary-agent` binary
 //! of this build (bench profile) as its own process, so its RSS is its own.
 //!
-//! 1. **fill**: the agent's own batcher writes the backlog (`--readings`, default 1,000,000,
+//! 1. **fill**: the agent's own cutting (`batcher::messages`) writes the backlog (`--readings`, default 1,000,000,
 //!    from 50 sensors, `--per-message` readings per envelope, default 1: what 1 Hz sensors with
 //!    the default 1 s flush interval produce during an outage) into a buffer directory;
 //! 2. **baseline**: a bare async-nats JetStream publisher sends the same envelopes (read back
@@ -355,7 +355,7 @@ async fn steady(agent_bin: &Path, leaf: &NatsServer, secs: u64) -> Result<(), Er
         mib(peak_rss)
     );
     println!(
-        "          disk: {:.0} B written per reading by the kernel's count (whole pages, one fdatasync per second), {:.1} B per reading of buffer frames",
+        "          disk: {:.0} B written per reading by the kernel's count (whole pages; only spills write), {:.1} B per reading of buffer frames",
         (w1 - w0) as f64 / readings,
         (m1 - m0) / readings
     );
