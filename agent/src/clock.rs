@@ -31,7 +31,8 @@
 //! [`start`] probes once before it returns (so the first readings already
 //! carry the answer) and spawns [`watch`], which probes at once (or goes on
 //! from `start`'s answer), then every [`UNSYNCED_RECHECK`] while the clock
-//! is not known to be synchronized and every [`SYNCED_RECHECK`] once it is,
+//! is known to be unsynchronized and every [`SYNCED_RECHECK`] once it is
+//! synchronized or when nothing can tell,
 //! and stores the answer in [`AgentStats`] ([`AgentStats::clock`]), where a
 //! sensor reads it at the moment it takes a reading's timestamp. It logs
 //! the state once at start (a warning when unsynced) and each change once
@@ -47,10 +48,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tributary_wire::Clock;
 
-/// How often the watcher looks again while the clock is not known to be
-/// synchronized.
+/// How often the watcher looks again while the clock is known to be
+/// unsynchronized (waiting for NTP).
 pub const UNSYNCED_RECHECK: Duration = Duration::from_secs(5);
-/// How often the watcher looks again once the clock is synchronized.
+/// How often the watcher looks again once the clock is synchronized, or
+/// when nothing can tell.
 pub const SYNCED_RECHECK: Duration = Duration::from_secs(60);
 /// Longest a `timedatectl` query may take before it counts as no answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -195,10 +197,12 @@ async fn watch_from(
             );
         }
         last = Some(clock);
-        let wait = if clock.is_synced() {
-            SYNCED_RECHECK
-        } else {
-            UNSYNCED_RECHECK
+        // Unknown (nothing can tell) is not asked again every few seconds:
+        // on such a system each probe is a `timedatectl` process spawned
+        // for nothing, and the spawn stalls the agent's one runtime thread.
+        let wait = match clock {
+            Clock::Unsynced => UNSYNCED_RECHECK,
+            Clock::Synced | Clock::Unknown => SYNCED_RECHECK,
         };
         tokio::select! {
             biased;
@@ -443,5 +447,25 @@ mod tests {
             .await
             .expect("the watcher stops on shutdown")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_nothing_can_tell_is_asked_again_only_after_a_minute() {
+        let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = Scripted {
+            answers: VecDeque::from([Clock::Unknown, Clock::Unknown]),
+            last: Clock::Unknown,
+            probes: probes.clone(),
+        };
+        let stats = Arc::new(AgentStats::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch(source, stats.clone(), stop.clone()));
+        let count = || probes.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(UNSYNCED_RECHECK + Duration::from_secs(1)).await;
+        assert_eq!(count(), 1, "no timedatectl every few seconds for nothing");
+        tokio::time::sleep(SYNCED_RECHECK).await;
+        assert_eq!(count(), 2);
+        stop.cancel();
+        task.await.unwrap();
     }
 }
