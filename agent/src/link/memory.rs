@@ -109,19 +109,18 @@ impl Memory {
     }
 
     /// When the oldest unacknowledged entry was taken: the spill deadline
-    /// counts from it.
+    /// counts from it. Entries are in cut order, which is the order their
+    /// first readings arrived in, and the front is never acknowledged (an
+    /// acknowledged front leaves at once), so the front is the oldest.
     pub fn oldest_taken_at(&self) -> Option<Instant> {
-        self.entries
-            .iter()
-            .filter(|e| e.state != EntryState::Acked)
-            .map(|e| e.message.taken_at)
-            .min()
+        let front = self.entries.front()?;
+        debug_assert_ne!(front.state, EntryState::Acked);
+        Some(front.message.taken_at)
     }
 
     /// The unacknowledged entries as spill records (in flight first, in
-    /// order), with their tokens; `in_flight` false turns every record into
-    /// an unread one (at shutdown).
-    pub fn spill_records(&self, keep_in_flight: bool) -> Vec<(u64, SpillRecord)> {
+    /// order), with their tokens.
+    pub fn spill_records(&self) -> Vec<(u64, SpillRecord)> {
         self.entries
             .iter()
             .filter(|e| e.state != EntryState::Acked)
@@ -131,7 +130,7 @@ impl Memory {
                     SpillRecord {
                         bytes: e.message.bytes.clone(),
                         readings: e.message.readings,
-                        in_flight: keep_in_flight && e.state == EntryState::InFlight,
+                        in_flight: e.state == EntryState::InFlight,
                     },
                 )
             })
@@ -203,7 +202,7 @@ mod tests {
         assert!(m.ack(ta));
         assert_eq!(m.len(), 1);
         assert_eq!(m.bytes(), 1);
-        assert_eq!(texts(&m.spill_records(true)), vec![("c".into(), false)]);
+        assert_eq!(texts(&m.spill_records()), vec![("c".into(), false)]);
         assert!(m.has_waiting());
     }
 
@@ -216,16 +215,18 @@ mod tests {
         m.publish_next();
         m.publish_next();
         assert_eq!(
-            texts(&m.spill_records(true)),
+            texts(&m.spill_records()),
             vec![("a".into(), true), ("b".into(), true), ("c".into(), false)]
         );
+        m.reset_to_waiting();
         assert_eq!(
-            texts(&m.spill_records(false)),
+            texts(&m.spill_records()),
             vec![
                 ("a".into(), false),
                 ("b".into(), false),
                 ("c".into(), false)
-            ]
+            ],
+            "after a failure (or at shutdown) nothing is in flight"
         );
     }
 
@@ -236,11 +237,11 @@ mod tests {
             m.push(message(t));
         }
         let (ta, _) = m.publish_next().expect("a");
-        let spill = m.spill_records(true);
+        let spill = m.spill_records();
         m.push(message("c"));
         m.remove_spilled(spill.len());
         assert!(!m.ack(ta), "a is on disk now");
-        assert_eq!(texts(&m.spill_records(true)), vec![("c".into(), false)]);
+        assert_eq!(texts(&m.spill_records()), vec![("c".into(), false)]);
         let (_, next) = m.publish_next().expect("c");
         assert_eq!(&next.bytes[..], b"c");
     }

@@ -251,23 +251,10 @@ impl<P: Publisher> Link<P> {
             if let Err(e) = self.publish_waiting().await {
                 return self.fail(&e).await;
             }
-            match self.next_event(input, shutdown, None).await {
-                Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
-                Event::Input(Some(m)) => self.memory.push(m),
-                Event::Ack(a) => {
-                    if let Err(e) = self.on_ack(a) {
-                        return self.fail(&e).await;
-                    }
-                }
-                Event::SpillDue => {
-                    if self.spill(true).await? {
-                        self.send_disk_acks().await?;
-                        return Ok(Step::To(State::CatchingUp));
-                    }
-                }
-                Event::Tick | Event::Retry => {}
+            let event = self.next_event(input, shutdown, None).await;
+            if let Some(step) = self.settle(event).await? {
+                return Ok(step);
             }
-            self.send_disk_acks().await?;
         }
     }
 
@@ -284,7 +271,7 @@ impl<P: Publisher> Link<P> {
                 Event::Input(Some(m)) => self.memory.push(m),
                 Event::Retry => return Ok(Step::To(State::CatchingUp)),
                 Event::SpillDue => {
-                    self.spill(false).await?;
+                    self.spill().await?;
                 }
                 // The window was dropped on entry; nothing is in flight.
                 Event::Ack(_) | Event::Tick => {}
@@ -314,21 +301,33 @@ impl<P: Publisher> Link<P> {
             if exhausted {
                 return Ok(Step::To(State::Live));
             }
-            match self.next_event(input, shutdown, None).await {
-                Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
-                Event::Input(Some(m)) => self.memory.push(m),
-                Event::Ack(a) => {
-                    if let Err(e) = self.on_ack(a) {
-                        return self.fail(&e).await;
-                    }
-                }
-                Event::SpillDue => {
-                    self.spill(false).await?;
-                }
-                Event::Tick | Event::Retry => {}
+            let event = self.next_event(input, shutdown, None).await;
+            if let Some(step) = self.settle(event).await? {
+                return Ok(step);
             }
-            self.send_disk_acks().await?;
         }
+    }
+
+    /// An event in a state that publishes (live, catching up): messages
+    /// join memory, acks are settled (a failed one fails the link), a due
+    /// spill that leaves unread records on disk means catching up (again).
+    /// `None`: stay in the state.
+    async fn settle(&mut self, event: Event) -> Result<Option<Step>, LinkError> {
+        let step = match event {
+            Event::Shutdown | Event::Input(None) => return Ok(Some(Step::Stop)),
+            Event::Input(Some(m)) => {
+                self.memory.push(m);
+                None
+            }
+            Event::Ack(a) => match self.on_ack(a) {
+                Ok(()) => None,
+                Err(e) => return self.fail(&e).await.map(Some),
+            },
+            Event::SpillDue => self.spill().await?.then_some(Step::To(State::CatchingUp)),
+            Event::Tick | Event::Retry => None,
+        };
+        self.send_disk_acks().await?;
+        Ok(step)
     }
 
     /// The last messages, the last acks, one last spill, close.
@@ -371,8 +370,9 @@ impl<P: Publisher> Link<P> {
         self.window.clear();
         self.spilled.clear();
         self.send_disk_acks().await?;
+        // Nothing is in flight any more: everything spilled is unread.
         self.memory.reset_to_waiting();
-        self.spill(false).await?;
+        self.spill().await?;
         self.buffer.close().await?;
         tracing::info!(unanswered, "link stopped");
         Ok(())
@@ -534,8 +534,8 @@ impl<P: Publisher> Link<P> {
 
     /// Spills every unacknowledged memory entry; true if some of them are
     /// now unread on disk (the link must catch up).
-    async fn spill(&mut self, keep_in_flight: bool) -> Result<bool, BufferGone> {
-        let entries = self.memory.spill_records(keep_in_flight);
+    async fn spill(&mut self) -> Result<bool, BufferGone> {
+        let entries = self.memory.spill_records();
         if entries.is_empty() {
             self.blocked_until = None;
             return Ok(false);
