@@ -146,12 +146,7 @@ fn full(pending: &[(Observation, Instant)], bytes: usize, limits: &BatchLimits) 
 
 /// An upper bound of what an observation adds to an envelope.
 fn obs_size(obs: &Observation) -> usize {
-    Sample {
-        seq: u64::MAX,
-        timestamp_ns: obs.timestamp_ns,
-        value: obs.value.clone(),
-    }
-    .encoded_len()
+    Sample::encoded_len_of(u64::MAX, obs.timestamp_ns, &obs.value)
 }
 
 async fn cut_and_send(
@@ -183,7 +178,7 @@ async fn cut_and_send(
 }
 
 /// Encodes one envelope into a [`Message`]; `taken_at` maps a sequence
-/// number to the arrival of its reading. None (logged) if it cannot be
+/// number to the arrival of its reading (the message counts from its first). None (logged) if it cannot be
 /// encoded.
 fn encode(
     env: &Envelope,
@@ -197,13 +192,9 @@ fn encode(
             return None;
         }
     };
+    // Samples keep their arrival order: the first arrived first.
     let first = env.samples.first()?;
-    let taken_at = env
-        .samples
-        .iter()
-        .filter_map(|s| taken_at(s.seq))
-        .min()
-        .unwrap_or_else(Instant::now);
+    let taken_at = taken_at(first.seq).unwrap_or_else(Instant::now);
     Some(Message {
         bytes: bytes.into(),
         subject: env.subject(prefix),

@@ -395,14 +395,20 @@ mod tests {
         assert_eq!(d.check(mono + s(25), wall + s(22)), None, "1 s of drift");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn start_stores_the_first_answer_before_it_returns_and_the_watcher_goes_on_from_it() {
+    /// A scripted source giving `answers` in turn, and its probe count.
+    fn scripted(answers: &[Clock]) -> (Scripted, Arc<std::sync::atomic::AtomicUsize>) {
         let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let source = Scripted {
-            answers: VecDeque::from([Clock::Unsynced, Clock::Synced]),
+            answers: answers.iter().copied().collect(),
             last: Clock::Unknown,
             probes: probes.clone(),
         };
+        (source, probes)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn start_stores_the_first_answer_before_it_returns_and_the_watcher_goes_on_from_it() {
+        let (source, probes) = scripted(&[Clock::Unsynced, Clock::Synced]);
         let stats = Arc::new(AgentStats::default());
         let stop = CancellationToken::new();
         let task = start(source, stats.clone(), stop.clone()).await;
@@ -418,12 +424,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watcher_keeps_the_stats_current_and_rechecks_faster_while_unsynced() {
-        let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let source = Scripted {
-            answers: VecDeque::from([Clock::Unsynced, Clock::Unsynced, Clock::Synced]),
-            last: Clock::Unknown,
-            probes: probes.clone(),
-        };
+        let (source, probes) = scripted(&[Clock::Unsynced, Clock::Unsynced, Clock::Synced]);
         let stats = Arc::new(AgentStats::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(watch(source, stats.clone(), stop.clone()));
@@ -451,12 +452,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_clock_nothing_can_tell_is_asked_again_only_after_a_minute() {
-        let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let source = Scripted {
-            answers: VecDeque::from([Clock::Unknown, Clock::Unknown]),
-            last: Clock::Unknown,
-            probes: probes.clone(),
-        };
+        let (source, probes) = scripted(&[Clock::Unknown, Clock::Unknown]);
         let stats = Arc::new(AgentStats::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(watch(source, stats.clone(), stop.clone()));

@@ -393,7 +393,13 @@ fn take_all<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError>
 impl Sample {
     /// Bytes this sample adds to an encoded envelope.
     pub fn encoded_len(&self) -> usize {
-        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+        Sample::encoded_len_of(self.seq, self.timestamp_ns, &self.value)
+    }
+
+    /// Bytes a sample of these fields would add, without building it (a
+    /// struct is written as its fields in order, so this is the same size).
+    pub fn encoded_len_of(seq: u64, timestamp_ns: i64, value: &Value) -> usize {
+        postcard::experimental::serialized_size(&(seq, timestamp_ns, value)).unwrap_or(usize::MAX)
     }
 }
 

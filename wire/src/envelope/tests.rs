@@ -265,6 +265,10 @@ proptest! {
         let bytes = env.encode().unwrap();
         prop_assert_eq!(bytes[0], 2);
         prop_assert_eq!(bytes.len(), env.encoded_len());
+        for sample in &env.samples {
+            // encoded_len_of sizes the fields without a Sample: the same bytes.
+            prop_assert_eq!(postcard::to_allocvec(sample).unwrap().len(), sample.encoded_len());
+        }
         prop_assert_eq!(Envelope::decode(&bytes).unwrap(), env);
     }
 
