@@ -8,13 +8,15 @@
 //! acknowledged within one flush interval (and sending the disk backlog
 //! after an outage). The buffer has one owner, a thread of its own
 //! ([`buffer_owner`]). [`clock`] tells whether the system clock is
-//! synchronized, which every reading carries. [`run`] supervises it all
-//! under one shutdown signal.
+//! synchronized, which every reading carries. [`control`] makes the agent
+//! a NATS service (status, read, config) and takes its sensors from the
+//! fleet store. [`run`] supervises it all under one shutdown signal.
 
 pub mod batcher;
 pub mod buffer;
 pub mod buffer_owner;
 pub mod clock;
+pub mod control;
 pub mod latency;
 pub mod link;
 pub mod metrics;

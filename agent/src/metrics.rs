@@ -235,9 +235,9 @@ mod tests {
     fn the_text_carries_buffer_gauges_and_per_sensor_counters() {
         let stats = AgentStats::default();
         stats.buffer_records.store(7, Relaxed);
-        stats.reading("temp");
-        stats.reading("temp");
-        stats.error("door");
+        stats.reading("temp", &tributary_wire::Value::Float(1.0), 1);
+        stats.reading("temp", &tributary_wire::Value::Float(2.0), 2);
+        stats.error("door", &"unreadable");
         let text = render(&stats);
         assert!(
             text.contains("tributary_agent_buffer_records 7\n"),

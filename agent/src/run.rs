@@ -3,13 +3,19 @@
 //! and supervise it all.
 //!
 //! Supervision (mini-redis's `run` is the model): the loop selects on the
-//! shutdown signal, on reloads, and on the end of every task it started —
-//! the buffer thread, the batcher, the link, the clock watcher and the
-//! metrics endpoint. None
+//! shutdown signal, on reloads, on values from the fleet store, and on the
+//! end of every task it started — the buffer thread, the batcher, the link,
+//! the clock watcher, the control service and the metrics endpoint. None
 //! of them ends on its own in a healthy agent, so the first that does ends
 //! the run: the others are stopped in order and [`run`] returns the cause,
 //! so the process exits non-zero and systemd restarts it. A half-alive
 //! agent (sensors running, nothing committing or forwarding) cannot happen.
+//!
+//! Reloads: the sensors (and MQTT broker) are restarted with a new list,
+//! from SIGHUP (the local file again) or from the fleet store
+//! ([`crate::control::fleet`]: validated as `check` validates a file, kept
+//! in the state directory, reported as an event); buffered data is kept.
+//! A fleet value in force stays laid over a reloaded file.
 //!
 //! Shutdown order, so that nothing accepted is lost and every state ends
 //! within a bound: the sensors stop first (a sensor stuck in a read is
@@ -22,14 +28,18 @@
 use crate::batcher::{self, BatchError, BatchLimits, BatchSettings, Message};
 use crate::buffer::{Buffer, BufferConfig, OpenError};
 use crate::buffer_owner::{self, BufferThreadError};
+use crate::control::fleet::{Decision, FleetState, FleetValue};
+use crate::control::{self, ControlError, Running};
 use crate::link::{Backoff, Link, LinkError, LinkSettings};
 use crate::nats_connect::{self, ConnectError};
 use crate::sensors::{self, Observation, SensorContext};
 use crate::state_lock::{LockError, StateLock};
 use crate::stats::AgentStats;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_config::AgentConfig;
@@ -42,6 +52,10 @@ const MESSAGE_CHANNEL: usize = 256;
 const SENSOR_STOP: Duration = Duration::from_secs(2);
 /// How long the last NATS flush may take at shutdown.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// Fleet values waiting for the supervisor; the watcher waits when full.
+const FLEET_CHANNEL: usize = 4;
+/// How long handing a control event to the NATS client may take.
+const EVENT_PUBLISH: Duration = Duration::from_secs(1);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +79,9 @@ pub enum RunError {
     /// The link stopped.
     #[error("the link stopped")]
     Link(#[from] LinkError),
+    /// The control service stopped.
+    #[error("the control service stopped")]
+    Control(#[from] ControlError),
     /// The metrics endpoint failed (e.g. its port is taken).
     #[error("the metrics endpoint on {addr} failed")]
     Metrics {
@@ -134,22 +151,29 @@ struct Tasks {
     batcher: JoinHandle<Result<(), BatchError>>,
     buffer: buffer_owner::BufferThread,
     metrics: Option<JoinHandle<Result<(), RunError>>>,
+    control: Option<JoinHandle<Result<(), ControlError>>>,
+    control_stop: CancellationToken,
     /// The clock watcher; it ends only when `clock_stop` is cancelled.
     clock: JoinHandle<()>,
     clock_stop: CancellationToken,
 }
 
-/// Runs the agent until `shutdown` is cancelled or a task fails. `reload`
-/// delivers new configurations (SIGHUP): the sensors are restarted with the
-/// new list; buffered data is kept. `ready` is called once the buffer is
-/// open and every task runs.
+/// Runs the agent until `shutdown` is cancelled or a task fails. `cfg` is
+/// the local file's configuration, read from `file` (shown by the control
+/// plane). `reload` delivers new configurations (SIGHUP): the sensors are
+/// restarted with the new list; buffered data is kept. `ready` is called
+/// once the buffer is open and every task runs.
 pub async fn run(
     cfg: AgentConfig,
+    file: Option<PathBuf>,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<AgentConfig>,
     ready: impl FnOnce(Handles),
 ) -> Result<(), RunError> {
     let stats = Arc::new(AgentStats::default());
+    stats
+        .started_unix_ms
+        .store(crate::sensors::now_unix_ms(), Relaxed);
     let _lock = StateLock::take(&cfg.buffer_dir())?;
     let bcfg = buffer_config(&cfg);
     let (buffer, report) = tokio::task::spawn_blocking(move || Buffer::open(bcfg)).await??;
@@ -161,6 +185,8 @@ pub async fn run(
         "buffer open"
     );
     let (handle, buffer_thread) = buffer_owner::spawn(buffer, stats.clone())?;
+    stats.epoch.store(handle.epoch(), Relaxed);
+    let (mut fleet, cfg) = tokio::task::spawn_blocking(move || FleetState::open(cfg, file)).await?;
     let device = cfg.agent.device.get_ref().clone();
     let client = nats_connect::connect(&cfg.nats, &format!("tributary-agent {device}")).await?;
     let js = async_nats::jetstream::ContextBuilder::new()
@@ -192,11 +218,34 @@ pub async fn run(
         clock_stop.clone(),
     )
     .await;
+    let (running_tx, running_rx) = watch::channel(Arc::new(Running {
+        config: cfg.clone(),
+        origin: fleet.origin(),
+    }));
+    let (fleet_tx, mut fleet_rx) = mpsc::channel::<FleetValue>(FLEET_CHANNEL);
+    let control_stop = CancellationToken::new();
+    let control = cfg.control.enabled.then(|| {
+        control::spawn(
+            client.clone(),
+            running_rx,
+            stats.clone(),
+            fleet_tx,
+            control_stop.clone(),
+        )
+    });
+    let events = Events {
+        client: client.clone(),
+        subject: cfg
+            .control
+            .event_subject(cfg.agent.device.get_ref(), "config"),
+    };
     let mut tasks = Tasks {
         link,
         batcher,
         buffer: buffer_thread,
         metrics,
+        control,
+        control_stop,
         clock,
         clock_stop,
     };
@@ -213,16 +262,36 @@ pub async fn run(
             _ = shutdown.cancelled() => break None,
             Some(new) = reload.recv() => {
                 if new.agent != current.agent || new.buffer != current.buffer
-                    || new.nats != current.nats || new.forward != current.forward {
+                    || new.nats != current.nats || new.forward != current.forward
+                    || new.control != current.control || new.metrics != current.metrics {
                     tracing::warn!("only sensors and mqtt are reloaded; restart the agent to apply other changes");
                 }
-                sensor_stop.cancel();
-                stop_sensors(running).await;
-                sensor_stop = CancellationToken::new();
-                current.sensors = new.sensors;
-                current.mqtt = new.mqtt;
-                running = start_sensors(&current, &stats, &obs_tx, &sensor_stop);
+                let (f, cfg) = tokio::task::spawn_blocking(move || {
+                    let cfg = fleet.rebase(new);
+                    (fleet, cfg)
+                })
+                .await?;
+                fleet = f;
+                restart_sensors(&mut current, cfg, &mut running, &mut sensor_stop, &stats, &obs_tx).await;
+                running_tx.send_replace(Arc::new(Running { config: current.clone(), origin: fleet.origin() }));
                 tracing::info!(sensors = current.sensors.len(), "sensors reloaded");
+            }
+            Some(value) = fleet_rx.recv() => {
+                let (f, decision) = tokio::task::spawn_blocking(move || {
+                    let d = fleet.offer(value);
+                    (fleet, d)
+                })
+                .await?;
+                fleet = f;
+                match decision {
+                    Decision::Nothing => {}
+                    Decision::Refused(event) => events.publish(&event).await,
+                    Decision::Apply(cfg, event) => {
+                        restart_sensors(&mut current, *cfg, &mut running, &mut sensor_stop, &stats, &obs_tx).await;
+                        events.publish(&event).await;
+                    }
+                }
+                running_tx.send_replace(Arc::new(Running { config: current.clone(), origin: fleet.origin() }));
             }
             r = &mut tasks.link => {
                 ended_early.link = true;
@@ -235,7 +304,10 @@ pub async fn run(
             r = tasks.buffer.finished() => {
                 break Some(r.err().map_or(RunError::Ended("buffer thread"), RunError::from));
             }
-            r = join_metrics(&mut tasks.metrics) => break Some(ended("metrics endpoint", r)),
+            r = join_optional(&mut tasks.metrics) => break Some(ended("metrics endpoint", r)),
+            r = join_optional(&mut tasks.control) => {
+                break Some(ended("control service", r.map(|r| r.map_err(RunError::from))));
+            }
             r = &mut tasks.clock => {
                 ended_early.clock = true;
                 break Some(ended("clock watcher", r.map(|()| Ok(()))));
@@ -296,6 +368,14 @@ async fn finish(
     };
     metrics_stop.cancel();
     tasks.clock_stop.cancel();
+    tasks.control_stop.cancel();
+    let control = match tasks.control.take() {
+        Some(c) => c
+            .await
+            .map_err(RunError::from)
+            .and_then(|r| r.map_err(RunError::from)),
+        None => Ok(()),
+    };
     let clock = if ended_early.clock {
         Ok(())
     } else {
@@ -309,6 +389,7 @@ async fn finish(
     link?;
     batch?;
     clock?;
+    control?;
     metrics
 }
 
@@ -333,17 +414,57 @@ fn ended(
     }
 }
 
-async fn join_metrics(
-    metrics: &mut Option<JoinHandle<Result<(), RunError>>>,
-) -> Result<Result<(), RunError>, tokio::task::JoinError> {
-    match metrics {
-        Some(task) => {
-            let r = task.await;
-            *metrics = None;
+/// The end of an optional task; pending forever when there is none.
+async fn join_optional<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => {
+            let r = t.await;
+            *task = None;
             r
         }
         None => futures::future::pending().await,
     }
+}
+
+/// Where the supervisor publishes what it did with fleet values.
+struct Events {
+    client: async_nats::Client,
+    subject: String,
+}
+
+impl Events {
+    /// Publishes `event` (core NATS: whoever listens centrally sees it;
+    /// `status` keeps the last refusal for those who did not).
+    async fn publish(&self, event: &tributary_wire::control::ConfigEvent) {
+        let Ok(body) = serde_json::to_vec(event) else {
+            return;
+        };
+        let publish = self.client.publish(self.subject.clone(), body.into());
+        match tokio::time::timeout(EVENT_PUBLISH, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot publish a config event"),
+            Err(_) => tracing::debug!("publishing a config event timed out"),
+        }
+    }
+}
+
+/// Stops the sensors, takes the sensors and MQTT broker of `new` into
+/// `current`, and starts them again.
+async fn restart_sensors(
+    current: &mut AgentConfig,
+    new: AgentConfig,
+    running: &mut sensors::Sensors,
+    stop: &mut CancellationToken,
+    stats: &Arc<AgentStats>,
+    tx: &mpsc::Sender<Observation>,
+) {
+    stop.cancel();
+    let old = std::mem::replace(running, sensors::Sensors::none());
+    stop_sensors(old).await;
+    *stop = CancellationToken::new();
+    current.sensors = new.sensors;
+    current.mqtt = new.mqtt;
+    *running = start_sensors(current, stats, tx, stop);
 }
 
 fn start_sensors(

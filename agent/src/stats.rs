@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use tributary_wire::Clock;
+use tributary_wire::{Clock, Value};
 
 /// Counters of one sensor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,18 @@ pub struct SensorCounters {
     pub suppressed: u64,
     /// Failed reads (unreadable file, bad payload, command failure…).
     pub errors: u64,
+}
+
+/// What the control plane's `status` shows of one sensor: its counters,
+/// its last reading and its last error.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SensorState {
+    /// The counters.
+    pub counters: SensorCounters,
+    /// The last reading sent: its value and when it was taken (UTC ns).
+    pub last: Option<(Value, i64)>,
+    /// The last failed read: what went wrong and when (UTC ns).
+    pub last_error: Option<(String, i64)>,
 }
 
 /// Everything the agent counts.
@@ -66,41 +78,74 @@ pub struct AgentStats {
     /// The system clock's state as last seen by [`crate::clock::watch`]
     /// (read with [`AgentStats::clock`]); unknown until it first looked.
     clock_state: AtomicU8,
-    sensors: Mutex<BTreeMap<String, SensorCounters>>,
+    /// The buffer's installation epoch (set once it is open).
+    pub epoch: AtomicU64,
+    /// Unix time in ms when the agent started (set by `run`).
+    pub started_unix_ms: AtomicU64,
+    sensors: Mutex<BTreeMap<String, SensorState>>,
 }
 
 impl AgentStats {
-    /// Adds one reading taken by `sensor`.
-    pub fn reading(&self, sensor: &str) {
-        self.with_sensor(sensor, |c| c.readings += 1);
+    /// Adds one reading taken by `sensor`: `value`, taken at `timestamp_ns`.
+    pub fn reading(&self, sensor: &str, value: &Value, timestamp_ns: i64) {
+        self.with_sensor(sensor, |s| {
+            s.counters.readings += 1;
+            match &mut s.last {
+                // Reuses a text value's allocation.
+                Some((last, ts)) => {
+                    last.clone_from(value);
+                    *ts = timestamp_ns;
+                }
+                None => s.last = Some((value.clone(), timestamp_ns)),
+            }
+        });
     }
 
     /// Adds one reading of `sensor` suppressed by its deadband.
     pub fn suppressed(&self, sensor: &str) {
-        self.with_sensor(sensor, |c| c.suppressed += 1);
+        self.with_sensor(sensor, |s| s.counters.suppressed += 1);
     }
 
-    /// Adds one failed read of `sensor`.
-    pub fn error(&self, sensor: &str) {
-        self.with_sensor(sensor, |c| c.errors += 1);
+    /// Adds one failed read of `sensor`, which failed with `error`.
+    pub fn error(&self, sensor: &str, error: &dyn std::fmt::Display) {
+        let now = crate::sensors::now_unix_ns();
+        self.with_sensor(sensor, |s| {
+            s.counters.errors += 1;
+            s.last_error = Some((error.to_string(), now));
+        });
     }
 
     /// A copy of the per-sensor counters.
     pub fn sensors(&self) -> BTreeMap<String, SensorCounters> {
+        self.sensors
+            .lock()
+            .expect("stats mutex poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.counters))
+            .collect()
+    }
+
+    /// A copy of what is known of every sensor.
+    pub fn sensor_states(&self) -> BTreeMap<String, SensorState> {
         self.sensors.lock().expect("stats mutex poisoned").clone()
     }
 
     /// The counters of one sensor.
     pub fn sensor(&self, sensor: &str) -> SensorCounters {
+        self.sensor_state(sensor).counters
+    }
+
+    /// What is known of one sensor.
+    pub fn sensor_state(&self, sensor: &str) -> SensorState {
         self.sensors
             .lock()
             .expect("stats mutex poisoned")
             .get(sensor)
-            .copied()
+            .cloned()
             .unwrap_or_default()
     }
 
-    fn with_sensor(&self, sensor: &str, f: impl FnOnce(&mut SensorCounters)) {
+    fn with_sensor(&self, sensor: &str, f: impl FnOnce(&mut SensorState)) {
         let mut map = self.sensors.lock().expect("stats mutex poisoned");
         match map.get_mut(sensor) {
             Some(c) => f(c),
@@ -146,5 +191,22 @@ mod tests {
             stats.set_clock(clock);
             assert_eq!(stats.clock(), clock);
         }
+    }
+
+    #[test]
+    fn a_sensor_keeps_its_last_reading_and_its_last_error_next_to_its_counts() {
+        let stats = AgentStats::default();
+        stats.reading("t", &Value::Float(1.5), 10);
+        stats.reading("t", &Value::Text("on".into()), 20);
+        stats.error("t", &"no such file");
+        let s = stats.sensor_state("t");
+        assert_eq!(s.counters.readings, 1 + 1);
+        assert_eq!(s.counters.errors, 1);
+        assert_eq!(s.last, Some((Value::Text("on".into()), 20)));
+        assert_eq!(
+            s.last_error.as_ref().map(|e| e.0.as_str()),
+            Some("no such file")
+        );
+        assert_eq!(stats.sensor_state("other"), SensorState::default());
     }
 }

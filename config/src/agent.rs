@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// The optional Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The control plane: the agent as a NATS service, configuration from
+    /// the fleet store.
+    #[serde(default)]
+    pub control: crate::control::ControlSection,
     /// The sensors.
     #[serde(default)]
     pub sensors: Sensors,
@@ -343,6 +347,8 @@ impl Validate for AgentConfig {
             ));
         }
         self.validate_buffer_sizes(source)?;
+        self.control
+            .validate(source, &self.forward.subject_prefix, device.get_ref())?;
         self.validate_sensors()
     }
 }

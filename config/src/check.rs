@@ -237,6 +237,20 @@ pub fn check_agent(path: &Path) -> Result<AgentConfig, ConfigError> {
     })
 }
 
+/// [`crate::apply_fleet`] (the fleet document `text` over the local
+/// configuration `base`), then the secrets the fleet part names.
+pub fn check_fleet(
+    base: &AgentConfig,
+    text: &str,
+    origin: &Path,
+) -> Result<AgentConfig, ConfigError> {
+    let config = crate::apply_fleet(base, text, origin)?;
+    if let Some(p) = &config.mqtt.password {
+        resolve("mqtt.password", p).map_err(|v| ConfigError::from_validation(origin, text, v))?;
+    }
+    Ok(config)
+}
+
 /// [`crate::load_uplink`], then every secret and file of `[nats]`, then
 /// `extra` (the uplink's own checks, such as librdkafka accepting
 /// `kafka.properties`).

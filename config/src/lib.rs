@@ -16,6 +16,7 @@
 pub mod agent;
 #[cfg(feature = "client")]
 pub mod check;
+pub mod control;
 mod error;
 #[cfg(feature = "logging")]
 pub mod logging;
@@ -31,6 +32,9 @@ pub mod uplink;
 pub use agent::{AgentConfig, WhenFull};
 #[cfg(feature = "client")]
 pub use check::{check_agent, check_uplink};
+pub use control::{
+    ControlSection, FleetPart, UplinkControl, apply_fleet, parse_fleet, validate_fleet,
+};
 pub use error::{ConfigError, Location};
 pub use nats::{NatsConnection, TlsFiles};
 pub use sensors::*;

@@ -55,6 +55,9 @@ pub struct UplinkConfig {
     /// The metrics and health endpoint.
     #[serde(default)]
     pub http: HttpSection,
+    /// The uplink as a NATS service (`status`).
+    #[serde(default)]
+    pub control: crate::control::UplinkControl,
 }
 
 /// How JetStream stores the stream.
@@ -501,6 +504,26 @@ impl Validate for UplinkConfig {
         }
         for s in &self.stream.subjects {
             parse_pattern(s).map_err(|m| invalid("stream.subjects", m))?;
+        }
+        self.control.validate()?;
+        let p = &self.control.subject_prefix;
+        let probes = [
+            format!("{p}.device.d.status"),
+            format!("{p}.event.d.config"),
+            format!("{p}.uplink.c.i.status"),
+        ];
+        if let Some(s) = self.stream.subjects.iter().find(|s| {
+            probes
+                .iter()
+                .any(|probe| crate::control::subject_matches(s, probe))
+        }) {
+            return Err(invalid(
+                "stream.subjects",
+                format!(
+                    "\"{s}\" would capture the control subjects {p}.> (requests and events would \
+                     be stored as readings); narrow it, or move control.subject_prefix"
+                ),
+            ));
         }
         check_name("consumer.durable", &self.consumer.durable, "consumer")?;
         if self.kafka.brokers.trim().is_empty() {

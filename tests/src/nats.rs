@@ -102,6 +102,12 @@ enum Role {
     Leaf { hub_http_port: u16 },
 }
 
+/// The hub's JetStream domain: what makes its JetStream API reachable from
+/// behind a leaf (`$JS.hub.API.>`; the server does not carry `$JS.API.>`
+/// over leafnode connections), as the agent's `[control] fleet_domain`
+/// expects by default.
+pub const JETSTREAM_DOMAIN: &str = "hub";
+
 /// A `nats-server` process: a JetStream hub or a leafnode. Killed when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -462,7 +468,7 @@ fn render_config(
         Role::Hub { leaf_port } => {
             let _ = writeln!(
                 c,
-                "jetstream {{\n  store_dir: {}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}",
+                "jetstream {{\n  store_dir: {}\n  domain: {JETSTREAM_DOMAIN}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}",
                 quote(&dir.join("jetstream"))
             );
             let _ = writeln!(c, "leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"");

@@ -214,3 +214,16 @@ fn js_err(what: &str, reason: impl std::fmt::Display) -> crate::HarnessError {
         reason: reason.to_string(),
     }
 }
+
+/// Runs `tributary-uplink fleet --server <url> --timeout 2s <args…>` (the
+/// central command) to its end; its output and exit status.
+pub fn run_fleet(url: &str, args: &[&str]) -> Result<std::process::Output> {
+    let bin = bins::uplink()?;
+    std::process::Command::new(&bin)
+        .args(["fleet", "--server", url, "--timeout", "2s"])
+        .args(args)
+        .env("TRIBUTARY_LOG", "warn")
+        .env_remove("TRIBUTARY_UPLINK_CONFIG")
+        .output()
+        .map_err(|e| crate::HarnessError::io("running the fleet command", &bin, e))
+}

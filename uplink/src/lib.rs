@@ -22,11 +22,14 @@
 //! [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's logs,
 //! rate-limited),
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
-//! [`tail`] (the `tail` subcommand).
+//! [`control`] (the uplink as a NATS service), [`tail`] (the `tail`
+//! subcommand), [`fleet`] (the `fleet` subcommand: the central command).
 
+pub mod control;
 pub mod dead_letter;
 pub mod deliveries;
 pub mod exactly_once;
+pub mod fleet;
 pub mod health;
 pub mod jetstream;
 pub mod kafka;
@@ -139,6 +142,45 @@ async fn serve(
         let n = topics.partitions(topic).await?;
         info!(topic = %topic, partitions = n, "Kafka topic ready");
     }
+    let exactly_once = config.exactly_once.enabled;
+    if config.control.enabled {
+        let main: Arc<str> = Arc::from(config.kafka.topic.as_str());
+        let owned = if exactly_once {
+            let eo = &config.exactly_once;
+            let n = topics.partitions(&main).await?;
+            (0..n)
+                .filter(|p| exactly_once::owns(*p, eo.replica, eo.replica_count()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let source = control::StatusSource {
+            mode: if exactly_once {
+                "exactly_once"
+            } else {
+                "at_least_once"
+            },
+            stream: config.stream.name.clone(),
+            consumer: jetstream::durable_name(config),
+            owned_partitions: owned,
+            started: std::time::Instant::now(),
+        };
+        let service = control::start(
+            client.clone(),
+            config,
+            source,
+            metrics.clone(),
+            health.clone(),
+            stop_tasks.clone(),
+        )
+        .await;
+        match service {
+            Ok(serve) => {
+                tasks.spawn(serve);
+            }
+            Err(e) => warn!(error = %e, cause = %e.0, "running without the control service"),
+        }
+    }
     let heartbeat = Arc::new(AtomicU64::new(0));
     spawn_watchers(
         tasks,
@@ -148,7 +190,6 @@ async fn serve(
         health.clone(),
         heartbeat.clone(),
     );
-    let exactly_once = config.exactly_once.enabled;
     let mut first = true;
     loop {
         let producer = kafka::producer(&config.kafka, exactly_once, health.clone())?;

@@ -12,11 +12,14 @@
 //!   harmless (the hub's `Nats-Msg-Id` duplicate window, the Kafka header);
 //! * [`subject`]: the `<prefix>.<device>.<sensor>` subject scheme and the
 //!   validation of ids as NATS subject tokens;
-//! * [`json`]: the one-JSON-object-per-reading record written to Kafka.
+//! * [`json`]: the one-JSON-object-per-reading record written to Kafka;
+//! * [`control`]: the control plane's subjects and the JSON documents agents
+//!   and uplinks answer with.
 //!
 //! The crate is deliberately small and free of async or I/O so that the agent
 //! binary on a Pi Zero pays nothing for it.
 
+pub mod control;
 mod envelope;
 pub mod json;
 pub mod subject;

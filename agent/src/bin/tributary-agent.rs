@@ -125,14 +125,20 @@ fn run(path: &Path) -> anyhow::Result<()> {
         let signals = tokio::spawn(handle_signals(path.to_owned(), shutdown.clone(), reload_tx));
         let watchdog_stop = shutdown.clone();
         let stall_after = cfg.metrics.stall_after.get();
-        let result = tributary_agent::run::run(cfg, shutdown.clone(), reload_rx, move |handles| {
-            tributary_agent::systemd::notify_ready();
-            tokio::spawn(tributary_agent::systemd::watchdog(
-                handles.stats,
-                stall_after,
-                watchdog_stop,
-            ));
-        })
+        let result = tributary_agent::run::run(
+            cfg,
+            Some(path.to_owned()),
+            shutdown.clone(),
+            reload_rx,
+            move |handles| {
+                tributary_agent::systemd::notify_ready();
+                tokio::spawn(tributary_agent::systemd::watchdog(
+                    handles.stats,
+                    stall_after,
+                    watchdog_stop,
+                ));
+            },
+        )
         .await;
         shutdown.cancel();
         signals.abort();

@@ -107,6 +107,13 @@ pub struct Sensors {
 }
 
 impl Sensors {
+    /// No sensors (a placeholder while they are restarted).
+    pub fn none() -> Sensors {
+        Sensors {
+            tasks: JoinSet::new(),
+        }
+    }
+
     /// How many tasks run (polled sensors, plus one for MQTT if any).
     pub fn tasks(&self) -> usize {
         self.tasks.len()
@@ -158,16 +165,8 @@ struct Polled {
     source: Source,
 }
 
-/// Starts one task per polled sensor and one MQTT client task (if any mqtt
-/// sensors), all owned by the returned handle; they stop when `shutdown` is
-/// cancelled. Observations go to `out` (bounded; when it is full a sensor
-/// waits). Must be called within a tokio runtime.
-pub fn spawn(
-    cfg: &AgentConfig,
-    ctx: SensorContext,
-    out: mpsc::Sender<Observation>,
-    shutdown: CancellationToken,
-) -> Sensors {
+/// Every polled sensor of `cfg`, ready to run.
+fn polled(cfg: &AgentConfig, ctx: &SensorContext) -> Vec<Polled> {
     let s = &cfg.sensors;
     let mut polled = Vec::new();
     macro_rules! add {
@@ -195,7 +194,20 @@ pub fn spawn(
     add!(s.command, |c| Source::Command(command::CommandSource::new(
         c
     )));
+    polled
+}
 
+/// Starts one task per polled sensor and one MQTT client task (if any mqtt
+/// sensors), all owned by the returned handle; they stop when `shutdown` is
+/// cancelled. Observations go to `out` (bounded; when it is full a sensor
+/// waits). Must be called within a tokio runtime.
+pub fn spawn(
+    cfg: &AgentConfig,
+    ctx: SensorContext,
+    out: mpsc::Sender<Observation>,
+    shutdown: CancellationToken,
+) -> Sensors {
+    let polled = polled(cfg, &ctx);
     let mut tasks = JoinSet::new();
     let spread = polled.len() > 1;
     for p in polled {
@@ -207,12 +219,49 @@ pub fn spawn(
             shutdown.clone(),
         ));
     }
-    if !s.mqtt.is_empty() {
+    if !cfg.sensors.mqtt.is_empty() {
         let task = mqtt::MqttTask::new(cfg);
         tasks.spawn(task.run(ctx.stats.clone(), out.clone(), shutdown.clone()));
     }
     tracing::debug!(device = %ctx.device, tasks = tasks.len(), "sensors started");
     Sensors { tasks }
+}
+
+/// How long a read on request may take.
+pub const READ_NOW_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What a read on request found.
+#[derive(Debug)]
+pub enum ReadNow {
+    /// A polled sensor, read just now by a source of its own (the running
+    /// task is not disturbed): the value and when it was read (UTC ns).
+    Read(Value, i64),
+    /// The read failed.
+    Failed(SensorError),
+    /// An MQTT sensor (or one only the stats know): the last value
+    /// received and when (UTC ns).
+    Last(Value, i64),
+    /// No sensor has this id, or an MQTT sensor that has received nothing.
+    Unknown,
+}
+
+/// Reads the sensor `id` of `cfg` once, now: a polled sensor through a
+/// fresh source (within [`READ_NOW_TIMEOUT`]), an MQTT sensor from the last
+/// value it received.
+pub async fn read_now(cfg: &AgentConfig, ctx: &SensorContext, id: &str) -> ReadNow {
+    if let Some(mut p) = polled(cfg, ctx).into_iter().find(|p| p.meta.id == id) {
+        return match tokio::time::timeout(READ_NOW_TIMEOUT, p.source.read()).await {
+            Ok(Ok(v)) => ReadNow::Read(v, now_unix_ns()),
+            Ok(Err(e)) => ReadNow::Failed(e),
+            Err(_) => ReadNow::Failed(SensorError::Overdue {
+                interval: READ_NOW_TIMEOUT,
+            }),
+        };
+    }
+    match ctx.stats.sensor_state(id).last {
+        Some((v, ts)) => ReadNow::Last(v, ts),
+        None => ReadNow::Unknown,
+    }
 }
 
 /// Reads a polled sensor once per interval until `shutdown`, first after
@@ -253,8 +302,9 @@ async fn run_polled(
                     _ = shutdown.cancelled() => return,
                     r = &mut read => break r,
                     _ = tick.tick() => {
-                        stats.error(&p.meta.id);
-                        log.failed(&p.meta.id, &SensorError::Overdue { interval: p.interval });
+                        let e = SensorError::Overdue { interval: p.interval };
+                        stats.error(&p.meta.id, &e);
+                        log.failed(&p.meta.id, &e);
                     }
                 }
             }
@@ -289,7 +339,7 @@ pub(crate) async fn deliver(
     let value = match result {
         Ok(v) => v,
         Err(e) => {
-            stats.error(&meta.id);
+            stats.error(&meta.id, &e);
             log.failed(&meta.id, &e);
             return true;
         }
@@ -314,14 +364,14 @@ pub(crate) async fn deliver(
         // Stopping while the channel is full: one last try without waiting.
         _ = shutdown.cancelled() => {
             if let Ok(permit) = out.try_reserve() {
+                stats.reading(&meta.id, &obs.value, obs.timestamp_ns);
                 permit.send(obs);
-                stats.reading(&meta.id);
             }
             return false;
         }
     };
+    stats.reading(&meta.id, &obs.value, obs.timestamp_ns);
     permit.send(obs);
-    stats.reading(&meta.id);
     true
 }
 

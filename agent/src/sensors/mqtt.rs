@@ -338,7 +338,7 @@ impl MqttTask {
             let state = match route.state(topic) {
                 Ok(s) => s,
                 Err(e) => {
-                    stats.error(&route.template);
+                    stats.error(&route.template, &e);
                     route.log.failed(&route.template, &e);
                     continue;
                 }

@@ -1,5 +1,10 @@
 //! `tributary-uplink`: the command line over the `tributary_uplink`
-//! library: `run`, `check` and `tail`.
+//! library: `run`, `check`, `tail` and `fleet` (the central command).
+//!
+//! The central command is a subcommand here, not a third binary: it runs
+//! where the uplink's package is installed, next to the hub, and can use
+//! the uplink's configuration (`--config`) for the hub's address and
+//! credentials; a third package would carry the same NATS client again.
 //!
 //! `run` checks its configuration as `check` does before it connects to
 //! anything. Logs go to stderr in the shape their destination wants
@@ -75,7 +80,19 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         connect_timeout: std::time::Duration,
     },
+    /// The central command: list the fleet, ask a device for its status, a
+    /// reading or its configuration, push a configuration. Exit status 3
+    /// when the device asked did not answer.
+    Fleet {
+        #[command(flatten)]
+        conn: fleet_cli::FleetConn,
+        #[command(subcommand)]
+        command: fleet_cli::FleetCommand,
+    },
 }
+
+#[path = "tributary-uplink/fleet_cli.rs"]
+mod fleet_cli;
 
 /// `tail --format`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -118,6 +135,15 @@ fn main() -> ExitCode {
             }
             ok => ok,
         },
+        Command::Fleet { conn, command } => {
+            return match runtime().and_then(|rt| rt.block_on(fleet_cli::run(conn, command))) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Tail {
             brokers,
             topic,
