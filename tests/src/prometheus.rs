@@ -46,6 +46,8 @@ pub struct Alert {
     pub state: String,
     /// Every label, `alertname` included.
     pub labels: BTreeMap<String, String>,
+    /// The annotations, templates expanded (`summary`, `description`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Alert {
@@ -159,18 +161,23 @@ impl Prometheus {
         Ok(list
             .iter()
             .map(|a| {
-                let labels: BTreeMap<String, String> = a["labels"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let strings = |v: &Value| -> BTreeMap<String, String> {
+                    v.as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let labels = strings(&a["labels"]);
                 Alert {
                     name: labels.get("alertname").cloned().unwrap_or_default(),
                     state: a["state"].as_str().unwrap_or_default().to_owned(),
                     labels,
+                    annotations: strings(&a["annotations"]),
                 }
             })
             .collect())
