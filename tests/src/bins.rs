@@ -6,6 +6,8 @@
 //! | `nats-server`       | `$TRIBUTARY_NATS_SERVER`, else `nats-server` on `PATH`, `/usr/sbin`, `/sbin` |
 //! | `tansu`             | `$TRIBUTARY_TANSU`, else `tansu` on `PATH`, `~/.cargo/bin/tansu`          |
 //! | `mosquitto`         | `$TRIBUTARY_MOSQUITTO`, else `/usr/sbin/mosquitto`, `mosquitto` on `PATH` |
+//! | `prometheus`        | `$TRIBUTARY_PROMETHEUS`, else `prometheus` on `PATH`, `/usr/bin`        |
+//! | `promtool`          | `$TRIBUTARY_PROMTOOL`, else `promtool` on `PATH`, `/usr/bin`            |
 //! | `tributary-agent`   | `$TRIBUTARY_AGENT_BIN`, else next to the test executable's `deps/` dir, else `$CARGO_TARGET_DIR/debug` |
 //! | `tributary-uplink`  | `$TRIBUTARY_UPLINK_BIN`, same places                                     |
 //!
@@ -46,6 +48,26 @@ pub fn mosquitto() -> Result<PathBuf> {
         "TRIBUTARY_MOSQUITTO",
         &[Path::new("/usr/sbin")],
         "apt-get install mosquitto",
+    )
+}
+
+/// The `prometheus` server (Debian package `prometheus`, 2.42).
+pub fn prometheus() -> Result<PathBuf> {
+    find_program(
+        "prometheus",
+        "TRIBUTARY_PROMETHEUS",
+        &[Path::new("/usr/bin")],
+        "apt-get install prometheus",
+    )
+}
+
+/// Prometheus's `promtool` (same Debian package as [`prometheus`]).
+pub fn promtool() -> Result<PathBuf> {
+    find_program(
+        "promtool",
+        "TRIBUTARY_PROMTOOL",
+        &[Path::new("/usr/bin")],
+        "apt-get install prometheus",
     )
 }
 

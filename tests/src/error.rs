@@ -158,6 +158,22 @@ pub enum HarnessError {
         /// The client's error.
         reason: String,
     },
+    /// A request to the test's Prometheus server failed or its answer was not as expected.
+    #[error("prometheus {what}: {reason}")]
+    Prometheus {
+        /// The request (API path, query).
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A shipped monitoring file (alert rules, dashboard) could not be used.
+    #[error("monitoring file {path}: {reason}")]
+    Monitoring {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A program's Prometheus endpoint could not be read or lacked a metric.
     #[error("metrics on 127.0.0.1:{port}: {reason}")]
     Metrics {

@@ -10,6 +10,7 @@
 //! | [`Kafka`]            | `tansu broker` 0.6.0                      | sqlite (persistent) or memory storage  |
 //! | [`KafkaReader`]      | reads topics back (assign, no groups)     | records with key, headers, payload     |
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
+//! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
 //!
 //! ```no_run
@@ -34,6 +35,8 @@
 //! - `TRIBUTARY_NATS_SERVER`: the `nats-server` binary (default: `PATH`, `/usr/sbin`);
 //! - `TRIBUTARY_TANSU`: the `tansu` binary (default: `PATH`, `~/.cargo/bin/tansu`);
 //! - `TRIBUTARY_MOSQUITTO`: the `mosquitto` binary (default: `/usr/sbin/mosquitto`);
+//! - `TRIBUTARY_PROMETHEUS`, `TRIBUTARY_PROMTOOL`: Prometheus and promtool (default: `PATH`,
+//!   `/usr/bin`);
 //! - `TRIBUTARY_AGENT_BIN`, `TRIBUTARY_UPLINK_BIN`: Tributary binaries (default: the test's
 //!   target dir; build them with `cargo build --workspace --bins`);
 //! - `TRIBUTARY_TANSU_LOG`: `RUST_LOG` for tansu (default `warn`);
@@ -53,10 +56,12 @@ pub mod error;
 pub mod jwt;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod monitoring;
 pub mod mosquitto;
 pub mod nats;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 #[cfg(feature = "kafka")]
 pub mod reader;
 pub mod tributary;
@@ -70,6 +75,7 @@ pub use mosquitto::Mosquitto;
 pub use nats::{ClientAuth, Credentials, NatsOptions, NatsServer};
 pub use ports::free_port;
 pub use process::{ProcessSpec, ServerProcess, pid_exists};
+pub use prometheus::{Alert, Prometheus, PrometheusSetup};
 #[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
 pub use tributary_wire::json::JsonReading;

@@ -7,8 +7,10 @@
 //! Package checks (`#[ignore]`d: they need the output of `cross/build.sh`; `make test-pi`, part
 //! of `make test` and so of CI, builds it and runs them with `-- --ignored`): every `.deb` in
 //! `$TRIBUTARY_DIST/deb` (default `target/cross/deb`) holds the systemd unit, declares its
-//! conffile, carries maintainer scripts that create the service user, and its binary is an
-//! ELF for the package's architecture (the agent's static, without an interpreter).
+//! conffile, carries maintainer scripts that create the service user, ships its program's
+//! Prometheus alert rules and Grafana dashboard under `/usr/share/<package>/monitoring/`, and
+//! its binary is an ELF for the package's architecture (the agent's static, without an
+//! interpreter).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -269,6 +271,24 @@ fn check_package(deb: &Path, package: &str) {
         postinst.contains("useradd") && postinst.contains("tributary"),
         "{name}: postinst"
     );
+    let (rules, dashboard) = if package == "tributary-agent" {
+        (
+            "tributary-agent.rules.yml",
+            "tributary-agents.dashboard.json",
+        )
+    } else {
+        (
+            "tributary-uplink.rules.yml",
+            "tributary-uplink.dashboard.json",
+        )
+    };
+    for file in [rules, dashboard] {
+        let path = format!("./usr/share/{package}/monitoring/{file}");
+        assert!(
+            contents.lines().any(|l| l.ends_with(&path)),
+            "{name} lacks {path}:\n{contents}"
+        );
+    }
     if package == "tributary-agent" {
         assert!(
             contents.contains("examples/leafnode.conf"),
