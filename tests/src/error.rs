@@ -150,6 +150,20 @@ pub enum HarnessError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record the uplink wrote breaks its published schema (`schema/` at the repository root).
+    #[error("record {partition}/{offset} breaks {schema}: {errors}\n  the record: {record}")]
+    SchemaViolation {
+        /// The record's partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// The schema file it breaks.
+        schema: &'static str,
+        /// Every complaint of the validator.
+        errors: String,
+        /// The record's key, headers and payload (shortened).
+        record: String,
+    },
     /// A JetStream request of the test itself (create the stream, read it back) failed.
     #[error("jetstream {what} failed: {reason}")]
     JetStream {

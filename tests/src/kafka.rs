@@ -14,6 +14,7 @@
 //! tansu quirks handled here (none of them may leak into product code):
 //! - the `sqlite://kafka.db` path is relative to the broker's working directory, so the broker
 //!   runs with its temp dir as working directory;
+//! - the `--schema-registry file://…` path is relative to the working directory too;
 //! - topics are never auto-created: call [`Kafka::create_topic`] first;
 //! - consumer groups (`subscribe`) hang: read with [`crate::KafkaReader`], which `assign`s;
 //! - transactions (`EndTxn`) are unsupported.
@@ -64,6 +65,24 @@ impl Kafka {
 
     /// Starts tansu with the given storage.
     pub fn start_with(storage: KafkaStorage) -> Result<Self> {
+        Self::start_inner(storage, &[])
+    }
+
+    /// Starts tansu with the given storage and its broker-side schema validation on: the
+    /// published reading schema is installed for each of `topics` in a schema registry
+    /// directory ([`crate::schema::tansu_registry`]), so the broker refuses a record of those
+    /// topics whose value breaks it (`INVALID_RECORD`). Other topics are not validated.
+    ///
+    /// Use [`KafkaStorage::Memory`]: with sqlite storage, tansu 0.6.0's storage task panics
+    /// ("more or less than one row") on the next write of a producer after it refused one,
+    /// and the broker answers nothing from then on. On either engine it refuses a whole batch
+    /// without naming the records at fault, and an idempotent producer that bumps its epoch
+    /// after the refusal is fenced on its next write.
+    pub fn start_validating(storage: KafkaStorage, topics: &[&str]) -> Result<Self> {
+        Self::start_inner(storage, topics)
+    }
+
+    fn start_inner(storage: KafkaStorage, validated: &[&str]) -> Result<Self> {
         let binary = bins::tansu()?;
         let port = free_port();
         let dir = tempfile::Builder::new()
@@ -75,8 +94,21 @@ impl Kafka {
             KafkaStorage::Memory => "memory://tansu/",
         };
         let url = format!("tcp://127.0.0.1:{port}");
-        let spec = ProcessSpec::new("tansu", binary)
-            .arg("broker")
+        let mut spec = ProcessSpec::new("tansu", binary).arg("broker");
+        if !validated.is_empty() {
+            let registry = dir.path().join("schema-registry");
+            std::fs::create_dir(&registry)
+                .map_err(|e| HarnessError::io("creating schema registry", &registry, e))?;
+            for topic in validated {
+                crate::schema::tansu_registry(&registry, topic)?;
+            }
+            // Like the sqlite path, relative to the broker's working directory (its temp dir)
+            // even when written as an absolute file:// URL.
+            spec = spec
+                .arg("--schema-registry")
+                .arg("file://./schema-registry");
+        }
+        let spec = spec
             .arg("--listener-url")
             .arg(&url)
             .arg("--advertised-listener-url")

@@ -8,7 +8,7 @@
 //! |----------------------|------------------------------------------|----------------------------------------|
 //! | [`NatsServer`]       | `nats-server` hub (JetStream) or leaf     | 2.9.10 (Debian) and 2.15.x             |
 //! | [`Kafka`]            | `tansu broker` 0.6.0                      | sqlite (persistent) or memory storage  |
-//! | [`KafkaReader`]      | reads topics back (assign, no groups)     | records with key, headers, payload     |
+//! | [`KafkaReader`]      | reads topics back (assign, no groups)     | records with key, headers, payload, each validated against the published schemas ([`schema`]) |
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
 //! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
@@ -64,6 +64,8 @@ pub mod process;
 pub mod prometheus;
 #[cfg(feature = "kafka")]
 pub mod reader;
+#[cfg(feature = "kafka")]
+pub mod schema;
 pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};

@@ -1,5 +1,9 @@
 //! [`KafkaReader`]: reads a whole topic back from the beginning, for assertions.
 //!
+//! Every record it reads is validated against the published schema of what it is (a JSON
+//! reading, a dead letter: [`crate::schema::check_record`]); a record that breaks it fails
+//! the read with [`HarnessError::SchemaViolation`].
+//!
 //! It `assign`s every partition explicitly (never `subscribe`: consumer groups hang on tansu
 //! 0.6.0) and starts each read from offset 0, so every call sees the topic's full contents.
 //!
@@ -61,14 +65,14 @@ impl Record {
             .and_then(|k| std::str::from_utf8(k).ok())
     }
 
-    /// The payload parsed as a Tributary JSON reading.
+    /// The payload parsed as a Tributary JSON reading, after validating it against the
+    /// published `schema/reading.schema.json`.
     pub fn reading(&self) -> Result<JsonReading> {
-        serde_json::from_slice(self.payload.as_deref().unwrap_or_default()).map_err(|source| {
-            HarnessError::BadRecord {
-                partition: self.partition,
-                offset: self.offset,
-                source,
-            }
+        let value = crate::schema::check_reading_payload(self)?;
+        serde_json::from_value(value).map_err(|source| HarnessError::BadRecord {
+            partition: self.partition,
+            offset: self.offset,
+            source,
         })
     }
 
@@ -330,14 +334,16 @@ fn poll_one(
                         .collect()
                 })
                 .unwrap_or_default();
-            records.push(Record {
+            let record = Record {
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
                 headers,
                 timestamp_ms: m.timestamp().to_millis(),
-            });
+            };
+            crate::schema::check_record(&record)?;
+            records.push(record);
             Ok(None)
         }
     }

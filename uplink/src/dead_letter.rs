@@ -19,6 +19,19 @@
 //!   (the header travels on, so consumers can skip such records). The agent
 //!   never sets it.
 //!
+//! # A refusal outlives the producer
+//!
+//! A record Kafka refuses for good (`rejected`: an unknown topic, a
+//! broker's schema validation, ...) is dead-lettered. An idempotent producer
+//! whose write was refused bumps its epoch to close the gap in its sequence
+//! numbers; a broker that mishandles that (tansu 0.6.0 fences the producer)
+//! makes the dead-letter write fail, the producer is replaced and the
+//! message redelivered. [`Refused`] remembers such a message's reason
+//! across sessions, so that its redelivery goes straight to the dead-letter
+//! topic rather than to the broker that refused it, again and again. The
+//! counter `tributary_uplink_dead_lettered_total` counts dead letters Kafka
+//! confirmed, once per message.
+//!
 //! # What a dead letter keeps
 //!
 //! [`record`] writes the message's original bytes as the value, its NATS
@@ -31,12 +44,16 @@
 //! `tributary-dlq-truncated: true` and `tributary-dlq-size: <original
 //! length>`.
 
+use crate::pipeline::{Dispatch, Session};
 use crate::records::{
     DLQ_REASON_HEADER, DLQ_SIZE_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER, DeadReason,
     Records,
 };
 use async_nats::HeaderMap;
+use async_nats::jetstream::message::Message;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use tracing::warn;
 use tributary_config::uplink::Encoding;
 use tributary_wire::{DecodeError, Envelope};
 
@@ -143,6 +160,94 @@ fn room(out: &Records, max_record: usize) -> usize {
         .sum();
     let key = r.key.map_or(0, |k| k.len());
     max_record.saturating_sub(RECORD_FRAMING + key + headers + TRUNCATION_HEADERS)
+}
+
+/// The most refused messages [`Refused`] remembers (the oldest go first).
+const MAX_REFUSED: usize = 4096;
+
+/// Messages whose records Kafka refused for good, by stream sequence, with
+/// the reason, until their dead letters are confirmed. Bounded.
+#[derive(Debug, Default)]
+pub struct Refused {
+    reasons: HashMap<u64, String>,
+    order: VecDeque<u64>,
+}
+
+impl Refused {
+    /// Remembers that Kafka refused the message `seq` for `reason`.
+    pub fn remember(&mut self, seq: u64, reason: &str) {
+        if self.reasons.insert(seq, reason.to_owned()).is_none() {
+            self.order.push_back(seq);
+        }
+        while self.order.len() > MAX_REFUSED {
+            if let Some(old) = self.order.pop_front() {
+                self.reasons.remove(&old);
+            }
+        }
+    }
+
+    /// The reason Kafka refused the message `seq`, if it did; forgotten.
+    pub fn take(&mut self, seq: u64) -> Option<DeadReason> {
+        let reason = self.reasons.remove(&seq)?;
+        self.order.retain(|s| *s != seq);
+        Some(DeadReason::Rejected(reason))
+    }
+
+    /// Forgets the message `seq` (its dead letter is written).
+    pub fn forget(&mut self, seq: u64) {
+        if self.reasons.remove(&seq).is_some() {
+            self.order.retain(|s| *s != seq);
+        }
+    }
+
+    /// How many refused messages are remembered.
+    pub fn len(&self) -> usize {
+        self.reasons.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+impl Session<'_> {
+    /// Writes the dead-letter record of `msg` into `records`.
+    pub(crate) fn dead_letter(
+        &self,
+        msg: &Message,
+        seq: u64,
+        reason: &DeadReason,
+        records: &mut Records,
+    ) {
+        warn!(subject = %msg.subject, stream_seq = seq, reason = %reason, "dead-lettering a message");
+        record(
+            &Arc::from(self.config.kafka.dead_letter_topic.as_str()),
+            msg.subject.as_str(),
+            seq,
+            msg.headers.as_ref(),
+            &msg.payload,
+            reason,
+            self.max_record(),
+            records,
+        );
+    }
+
+    /// Sends `msg`'s dead letter in place of its records; a refusal by
+    /// Kafka is remembered until the dead letter is written.
+    pub(crate) async fn send_dead_letter(
+        &mut self,
+        msg: Message,
+        seq: u64,
+        reason: &DeadReason,
+    ) -> Result<Dispatch, String> {
+        if let DeadReason::Rejected(why) = reason {
+            self.refused.remember(seq, why);
+        }
+        let mut records = Records::default();
+        self.dead_letter(&msg, seq, reason, &mut records);
+        Box::pin(self.send(msg, seq, &records, Some(reason.label()))).await
+    }
 }
 
 #[cfg(test)]
@@ -271,5 +376,27 @@ mod tests {
         let d = out.get(0).unwrap();
         assert!(d.payload.is_empty());
         assert_eq!(d.header(DLQ_SIZE_HEADER), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_until_taken_or_forgotten_and_the_memory_is_bounded() {
+        let mut refused = Refused::default();
+        refused.remember(7, "Broker: Invalid record");
+        refused.remember(7, "Broker: Invalid record");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused.take(7),
+            Some(DeadReason::Rejected("Broker: Invalid record".into()))
+        );
+        assert_eq!(refused.take(7), None);
+        refused.remember(8, "no");
+        refused.forget(8);
+        assert!(refused.is_empty());
+        for seq in 0..(MAX_REFUSED as u64 + 10) {
+            refused.remember(seq, "no");
+        }
+        assert_eq!(refused.len(), MAX_REFUSED);
+        assert_eq!(refused.take(0), None, "the oldest went first");
+        assert!(refused.take(MAX_REFUSED as u64 + 9).is_some());
     }
 }

@@ -445,6 +445,12 @@ pub fn last_header(
 }
 
 /// A record refused by Kafka for good: writing it again cannot succeed.
+///
+/// A broker that validates records (a schema) refuses a batch with
+/// `INVALID_RECORD` and names the records at fault; librdkafka fails those
+/// with `InvalidRecord` (permanent: dead-lettered) and the others of the
+/// batch with `InvalidDifferentRecord`, which is not permanent: they are
+/// written again.
 pub(crate) fn permanent(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -476,4 +482,17 @@ pub(crate) fn fatal(err: &KafkaError) -> bool {
                 | RDKafkaErrorCode::UnknownProducerId
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_at_fault_is_refused_for_good_and_its_innocent_batch_mates_are_retried() {
+        let at_fault = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord);
+        let batch_mate = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidDifferentRecord);
+        assert!(permanent(&at_fault) && !fatal(&at_fault));
+        assert!(!permanent(&batch_mate) && !fatal(&batch_mate));
+    }
 }

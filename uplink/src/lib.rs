@@ -137,6 +137,8 @@ async fn serve(
     let stream = jetstream::ensure_stream(&js, config).await?;
     let router = Router::new(config);
     let mut topics = Topics::new(&config.kafka);
+    // Refusals outlive a session and its producer (see dead_letter.rs).
+    let mut refused = crate::dead_letter::Refused::default();
     let dlq: Arc<str> = Arc::from(config.kafka.dead_letter_topic.as_str());
     for topic in router.fixed_topics().iter().chain([&dlq]) {
         let n = topics.partitions(topic).await?;
@@ -219,6 +221,7 @@ async fn serve(
             high_water: exactly_once.then(|| HighWater::new(&config.kafka)),
             heartbeat: heartbeat.clone(),
             stop: shutdown.clone(),
+            refused: &mut refused,
         };
         let end = session.run(&consumer, shutdown).await;
         drop(session);

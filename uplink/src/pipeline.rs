@@ -54,8 +54,8 @@ pub enum SessionEnd {
 pub struct InFlight {
     msg: Message,
     seq: u64,
-    /// Whether these writes are the message's dead letter.
-    dead_letter: bool,
+    /// When these writes are the message's dead letter: its reason's label.
+    pub(crate) dead_letter: Option<&'static str>,
 }
 
 /// One drain session: a producer, a consumer and their bookkeeping.
@@ -79,6 +79,9 @@ pub struct Session<'a> {
     /// The shutdown signal, also heeded while a write waits for room in
     /// librdkafka's queue.
     pub stop: CancellationToken,
+    /// Messages Kafka refused for good, kept across sessions until their
+    /// dead letters are written.
+    pub refused: &'a mut crate::dead_letter::Refused,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -89,7 +92,7 @@ impl std::fmt::Debug for Session<'_> {
     }
 }
 
-enum Dispatch {
+pub(crate) enum Dispatch {
     /// Writes started; the ledger tells when Kafka answered for them.
     Pending,
     /// The message can be answered now.
@@ -284,6 +287,11 @@ impl Session<'_> {
             }
         };
         self.metrics.js_pending.store(pending, Relaxed);
+        if let Some(reason) = self.refused.take(seq) {
+            // Refused before, maybe by a producer replaced since: straight
+            // to the dead-letter topic, not to the broker that refused it.
+            return self.send_dead_letter(msg, seq, &reason).await;
+        }
         let converted = records::convert(
             self.router,
             msg.subject.as_str(),
@@ -327,43 +335,16 @@ impl Session<'_> {
         if let Some(reason) = &dead {
             self.dead_letter(&msg, seq, reason, records);
         }
-        self.send(msg, seq, records, dead.is_some()).await
+        self.send(msg, seq, records, dead.as_ref().map(DeadReason::label))
+            .await
     }
 
-    fn max_record(&self) -> usize {
+    pub(crate) fn max_record(&self) -> usize {
         usize::try_from(self.config.kafka.max_record_bytes.as_u64()).unwrap_or(usize::MAX)
     }
 
     fn nak(&self) -> AckKind {
         AckKind::Nak(Some(self.config.consumer.nak_delay.get()))
-    }
-
-    /// Writes the dead-letter record of `msg` into `records`.
-    fn dead_letter(&self, msg: &Message, seq: u64, reason: &DeadReason, records: &mut Records) {
-        warn!(subject = %msg.subject, stream_seq = seq, reason = %reason, "dead-lettering a message");
-        self.metrics.dead_letter(reason.label());
-        crate::dead_letter::record(
-            &Arc::from(self.config.kafka.dead_letter_topic.as_str()),
-            msg.subject.as_str(),
-            seq,
-            msg.headers.as_ref(),
-            &msg.payload,
-            reason,
-            self.max_record(),
-            records,
-        );
-    }
-
-    /// Sends `msg`'s dead letter in place of its records.
-    async fn send_dead_letter(
-        &mut self,
-        msg: Message,
-        seq: u64,
-        reason: &DeadReason,
-    ) -> Result<Dispatch, String> {
-        let mut records = Records::default();
-        self.dead_letter(&msg, seq, reason, &mut records);
-        Box::pin(self.send(msg, seq, &records, true)).await
     }
 
     /// The partition of `rec`, from its key; `None` lets the producer pick.
@@ -375,13 +356,14 @@ impl Session<'_> {
         Ok(Some(partition_for_key(key, n)))
     }
 
-    /// Starts the writes of one message's records.
-    async fn send(
+    /// Starts the writes of one message's records (`dead_letter`: the
+    /// label of the reason when they are its dead letter).
+    pub(crate) async fn send(
         &mut self,
         msg: Message,
         seq: u64,
         records: &Records,
-        dead_letter: bool,
+        dead_letter: Option<&'static str>,
     ) -> Result<Dispatch, String> {
         let ledger = self.ledger();
         let ticket = ledger.open();
@@ -492,7 +474,7 @@ impl Session<'_> {
                     Err((e, _)) if self.high_water.is_none() && writes == 0 => {
                         ledger.abandon(ticket, 0);
                         self.metrics.delivery_errors.fetch_add(1, Relaxed);
-                        if permanent(&e) && !dead_letter {
+                        if permanent(&e) && dead_letter.is_none() {
                             let reason = DeadReason::Rejected(e.to_string());
                             return self.send_dead_letter(msg, seq, &reason).await;
                         }
@@ -541,6 +523,10 @@ impl Session<'_> {
         self.metrics.observe_delivery(outcome.opened.elapsed());
         let Some(err) = outcome.error else {
             self.health.kafka_up();
+            if let Some(label) = done.dead_letter {
+                self.metrics.dead_letter(label);
+                self.refused.forget(done.seq);
+            }
             self.answer(&done.msg, AckKind::Ack).await;
             return Ok(());
         };
@@ -562,7 +548,7 @@ impl Session<'_> {
             ));
         }
         if permanent(&err) {
-            if done.dead_letter {
+            if done.dead_letter.is_some() {
                 error!(error = %err, stream_seq = done.seq, "the dead-letter write was refused; terminating the message (it stays in the stream)");
                 self.answer(&done.msg, AckKind::Term).await;
                 return Ok(());

@@ -121,9 +121,8 @@ fn token() -> impl Strategy<Value = String> {
 
 /// Texts of at most 256 bytes, control characters and all.
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof!["(?s).{0,40}", "[ä-ü]{120,130}", "\\PC{0,8}"].prop_filter("256 bytes", |s| {
-        s.len() <= tributary_wire::MAX_TEXT_LEN
-    })
+    prop_oneof!["(?s).{0,40}", "[ä-ü]{120,130}", "\\PC{0,8}"]
+        .prop_filter("256 bytes", |s| s.len() <= tributary_wire::MAX_TEXT_LEN)
 }
 
 fn value() -> impl Strategy<Value = Value> {
