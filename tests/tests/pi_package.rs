@@ -332,6 +332,21 @@ fn check_package(deb: &Path, package: &str) {
             "{name}: the agent must be static: {elf:?}"
         );
     }
+    if package == "tributary-uplink" {
+        for schema in ["reading.schema.json", "dead-letter-headers.schema.json"] {
+            let shipped = dir
+                .path()
+                .join("usr/share/tributary-uplink/schema")
+                .join(schema);
+            let shipped = std::fs::read(&shipped)
+                .unwrap_or_else(|e| panic!("{name}: {}: {e}", shipped.display()));
+            let published = std::fs::read(repo().join("schema").join(schema)).unwrap();
+            assert!(
+                shipped == published,
+                "{name}: {schema} differs from schema/{schema}"
+            );
+        }
+    }
 }
 
 fn packages(prefix: &str) -> Vec<PathBuf> {
