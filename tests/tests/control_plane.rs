@@ -302,3 +302,53 @@ async fn a_fleet_config_is_applied_live_refused_when_invalid_and_kept_across_a_r
     assert!(agent.is_running(), "{}", agent.log_tail(20));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_central_command_lists_the_uplinks_with_their_counters() -> Result<()> {
+    use tributary_tests::Kafka;
+    use tributary_tests::tributary::{start_uplink, uplink_config};
+    let hub = NatsServer::hub()?;
+    let leaf = NatsServer::leaf(&hub)?;
+    let kafka = Kafka::start()?;
+    let _uplink = start_uplink(&uplink_config(&hub, &kafka, "readings", "drain"))?;
+    let state = tempfile::tempdir().unwrap();
+    let _agent = agent("pi-u", &leaf, state.path(), SIMULATED);
+    let url = hub.client_url();
+    let mut rows = Json::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the uplink listed with readings acked",
+        || {
+            rows = fleet_json(&url, &["uplinks"]).1;
+            rows.as_array().is_some_and(|r| {
+                r.len() == 1 && r[0]["reply"]["acked"].as_u64().is_some_and(|n| n > 0)
+            })
+        },
+    );
+    let u = &rows[0]["reply"];
+    assert_eq!(u["mode"], "at_least_once");
+    assert_eq!(
+        (u["stream"].as_str(), u["consumer"].as_str()),
+        (Some("TRIBUTARY"), Some("drain"))
+    );
+    assert_eq!(
+        (
+            u["kafka_reachable"].as_bool(),
+            u["nats_connected"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    assert!(u["produced"].as_u64().unwrap() >= u["acked"].as_u64().unwrap());
+    assert!(
+        rows[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("tributary-ctl.uplink.drain.")
+    );
+    let (_, table, _) = fleet_text(&url, &["uplinks"]);
+    assert!(
+        table.starts_with("CONSUMER") && table.contains("drain"),
+        "{table}"
+    );
+    Ok(())
+}

@@ -54,18 +54,7 @@ pub async fn watch(
     let mut wait = RETRY_MIN;
     let mut failing = false;
     loop {
-        let opened = async {
-            use async_nats::jetstream::context::KeyValueErrorKind;
-            let store = js.get_key_value(bucket.as_str()).await.map_err(|e| {
-                let missing =
-                    matches!(e.kind(), KeyValueErrorKind::GetBucket) && bucket_missing(&e);
-                (e.to_string(), missing)
-            })?;
-            store
-                .watch_with_history(&key)
-                .await
-                .map_err(|e| (e.to_string(), false))
-        };
+        let opened = open(&js, &bucket, &key);
         let opened = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(OPEN_TIMEOUT, opened) => r.unwrap_or_else(|_| Err(("timed out".to_owned(), false))),
@@ -89,14 +78,19 @@ pub async fn watch(
                         Some(Err(e)) => break e.to_string(),
                         None => break "the watch ended".to_owned(),
                     };
-                    use async_nats::jetstream::kv::Operation;
-                    let text = match entry.operation {
-                        Operation::Put => Some(String::from_utf8_lossy(&entry.value).into_owned()),
-                        Operation::Delete | Operation::Purge => None,
+                    let Ok(info) = entry.info() else {
+                        break "a fleet store message without JetStream metadata".to_owned();
                     };
+                    let revision = info.stream_sequence;
+                    let deleted = entry
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(KV_OPERATION))
+                        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
                     let value = FleetValue {
-                        revision: entry.revision,
-                        text,
+                        revision,
+                        text: (!deleted)
+                            .then(|| String::from_utf8_lossy(&entry.payload).into_owned()),
                     };
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -130,14 +124,55 @@ pub async fn watch(
     }
 }
 
-/// Whether opening the bucket failed because its stream does not exist.
-fn bucket_missing(e: &(dyn std::error::Error + 'static)) -> bool {
-    use async_nats::jetstream::ErrorCode;
-    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
-    let Some(get) = e.source().and_then(|s| s.downcast_ref::<GetStreamError>()) else {
-        return false;
-    };
-    matches!(get.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND)
+/// The header a KV client marks deletes and purges with.
+const KV_OPERATION: &str = "KV-Operation";
+
+/// Opens an ordered consumer of `key` in `bucket`: the latest value, then
+/// every change. Made here rather than with async-nats's KV watch, so that
+/// the consumer has a name and the create request's subject carries the
+/// key (`$JS.<domain>.API.CONSUMER.CREATE.KV_<bucket>.<name>.$KV.<bucket>.<key>`):
+/// a hub can then allow a device to read its own key and no other. The
+/// error says whether the bucket does not exist (not an outage).
+async fn open(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    key: &str,
+) -> Result<async_nats::jetstream::consumer::push::Ordered, (String, bool)> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    let stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| {
+        let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+            if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND);
+        (format!("cannot open the bucket: {e}"), missing)
+    })?;
+    let inbox = js.client().new_inbox();
+    let unique = inbox.rsplit('.').next().unwrap_or("0").to_owned();
+    let token: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            name: Some(format!("tributary-{token}-{unique}")),
+            description: Some("tributary-agent fleet configuration watch".to_owned()),
+            deliver_subject: inbox,
+            filter_subject: format!("$KV.{bucket}.{key}"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| (format!("cannot watch the key: {e}"), false))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| (format!("cannot watch the key: {e}"), false))
 }
 
 /// What the supervisor should do after [`FleetState::offer`].
