@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tributary_tests::{Kafka, NatsServer, ProcessSpec, Record, ServerProcess, bins, free_port};
@@ -118,27 +116,8 @@ impl Uplink {
     }
 }
 
-/// GET `path` on 127.0.0.1:`port`: (status, body).
-pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
+/// GET `path` on 127.0.0.1:`port`: (status, body) (the harness's).
+pub use tributary_tests::prometheus::http_get;
 
 /// An envelope of `count` float readings of `device`/`sensor`, sequence
 /// numbers starting at `first`.
