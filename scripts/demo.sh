@@ -85,7 +85,7 @@ pick_port UPLINK_METRICS_PORT 9465 "uplink's metrics endpoint"
 cat > "$DEMO/hub.conf" <<CONF
 server_name: demo_hub
 listen: "127.0.0.1:$HUB_PORT"
-# The domain lets agents behind the leaf reach the fleet store ($JS.hub.API).
+# The domain lets agents behind the leaf reach the fleet store (JetStream domain hub).
 jetstream { store_dir: "$DEMO/hub", domain: hub }
 leafnodes { listen: "127.0.0.1:$HUB_LEAF_PORT" }
 CONF

@@ -1,9 +1,9 @@
 //! Configuration from the fleet store: a JetStream KV bucket on the hub
 //! with one key per device, read through the leaf.
 //!
-//! [`watch`] follows this device's key (its latest value first, then every
-//! change) and hands each value to the supervisor, retrying with backoff
-//! while the hub or the bucket is not there. [`FleetState`] is the
+//! [`watch`] reads this device's key every few seconds and hands each new
+//! revision to the supervisor, quietly trying again while the hub or the
+//! bucket is not there. [`FleetState`] is the
 //! supervisor's side: it lays a value over the local file and validates it
 //! exactly as `check` validates a file ([`tributary_config::check::
 //! check_fleet`]); a valid one becomes the running configuration and is
@@ -15,7 +15,6 @@
 //! from it.
 
 use super::fleet_file::{self, Stored};
-use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,147 +31,116 @@ pub struct FleetValue {
     pub text: Option<String>,
 }
 
-/// First wait after the fleet store failed; doubles up to [`RETRY_MAX`].
-const RETRY_MIN: Duration = Duration::from_secs(1);
-/// Longest wait between attempts to reach the fleet store.
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How often a bucket that does not exist (yet) is looked for: the fleet
-/// store is optional, and its first value should arrive soon after the
-/// central command created it.
-const MISSING_BUCKET_RETRY: Duration = Duration::from_secs(5);
-/// How long opening the bucket and its watch may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the device's key is read.
+pub const POLL: Duration = Duration::from_secs(3);
+/// How long one read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The header a KV client marks deletes and purges with.
+const KV_OPERATION: &str = "KV-Operation";
 
-/// Follows `key` in `bucket` until `stop`, sending each value to `tx`.
+/// Reads `key` of `bucket` every [`POLL`] until `stop`, sending each new
+/// revision to `tx`.
+///
+/// A read is one JetStream direct get of the key's last value
+/// (`$JS.<domain>.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>`): a plain
+/// request, so the agent carries no consumer machinery (the 4 MB binary
+/// goal), nothing lives on the hub between reads, and a hub can allow a
+/// device exactly its own key. A new value is seen within one poll. While
+/// the bucket does not exist or the hub is away the reads fail quietly
+/// (logged once, then at debug) and the configuration in force stays.
 pub async fn watch(
-    js: async_nats::jetstream::Context,
+    client: async_nats::Client,
+    domain: String,
     bucket: String,
     key: String,
     tx: mpsc::Sender<FleetValue>,
     stop: CancellationToken,
 ) {
-    let mut wait = RETRY_MIN;
-    let mut failing = false;
+    let api = if domain.is_empty() {
+        "$JS.API".to_owned()
+    } else {
+        format!("$JS.{domain}.API")
+    };
+    let subject = format!("{api}.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{key}");
+    let mut seen: Option<u64> = None;
+    let mut failing: Option<String> = None;
     loop {
-        let opened = open(&js, &bucket, &key);
-        let opened = tokio::select! {
+        let request = async_nats::Request::new()
+            .payload(bytes::Bytes::new())
+            .timeout(Some(READ_TIMEOUT));
+        let read = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(OPEN_TIMEOUT, opened) => r.unwrap_or_else(|_| Err(("timed out".to_owned(), false))),
+            r = client.send_request(subject.clone(), request) => r,
         };
-        let problem = match opened {
-            Ok(mut entries) => {
-                if failing {
-                    tracing::info!(%bucket, %key, "fleet store reachable again");
-                } else {
-                    tracing::debug!(%bucket, %key, "watching the fleet store");
+        let outcome = match read {
+            Ok(msg) => value_of(&msg),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    "no fleet bucket on the hub (or the hub is away)".to_owned()
                 }
-                failing = false;
-                wait = RETRY_MIN;
-                loop {
-                    let entry = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        e = entries.next() => e,
-                    };
-                    let entry = match entry {
-                        Some(Ok(e)) => e,
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "the watch ended".to_owned(),
-                    };
-                    let Ok(info) = entry.info() else {
-                        break "a fleet store message without JetStream metadata".to_owned();
-                    };
-                    let revision = info.stream_sequence;
-                    let deleted = entry
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(KV_OPERATION))
-                        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                    let value = FleetValue {
-                        revision,
-                        text: (!deleted)
-                            .then(|| String::from_utf8_lossy(&entry.payload).into_owned()),
-                    };
+                _ => e.to_string(),
+            }),
+        };
+        match outcome {
+            Ok(value) => {
+                if let Some(why) = failing.take() {
+                    tracing::info!(%bucket, %key, was = %why, "fleet store readable again");
+                }
+                if let Some(v) = value.filter(|v| seen != Some(v.revision)) {
+                    seen = Some(v.revision);
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        r = tx.send(value) => if r.is_err() { return },
+                        r = tx.send(v) => if r.is_err() { return },
                     }
                 }
             }
-            Err((e, true)) => {
-                // Not an outage: nobody created the bucket (yet).
-                tracing::debug!(%bucket, error = %e, "no fleet bucket; looking again in {MISSING_BUCKET_RETRY:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(MISSING_BUCKET_RETRY) => {}
+            Err(why) => {
+                if failing.is_none() {
+                    tracing::info!(%bucket, %key, error = %why,
+                        "cannot read the fleet store; running the configuration in force and trying again");
+                } else {
+                    tracing::debug!(%bucket, %key, error = %why, "fleet store still unreadable");
                 }
-                continue;
+                failing = Some(why);
             }
-            Err((e, false)) => e,
-        };
-        if failing {
-            tracing::debug!(%bucket, %key, error = %problem, "fleet store still unreachable");
-        } else {
-            tracing::info!(%bucket, %key, error = %problem,
-                "fleet store unreachable; running the configuration in force and trying again");
         }
-        failing = true;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(POLL) => {}
         }
-        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
-/// The header a KV client marks deletes and purges with.
-const KV_OPERATION: &str = "KV-Operation";
-
-/// Opens an ordered consumer of `key` in `bucket`: the latest value, then
-/// every change. Made here rather than with async-nats's KV watch, so that
-/// the consumer has a name and the create request's subject carries the
-/// key (`$JS.<domain>.API.CONSUMER.CREATE.KV_<bucket>.<name>.$KV.<bucket>.<key>`):
-/// a hub can then allow a device to read its own key and no other. The
-/// error says whether the bucket does not exist (not an outage).
-async fn open(
-    js: &async_nats::jetstream::Context,
-    bucket: &str,
-    key: &str,
-) -> Result<async_nats::jetstream::consumer::push::Ordered, (String, bool)> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
-    use async_nats::jetstream::context::GetStreamErrorKind;
-    let stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| {
-        let missing = matches!(e.kind(), GetStreamErrorKind::JetStream(j)
-            if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND);
-        (format!("cannot open the bucket: {e}"), missing)
-    })?;
-    let inbox = js.client().new_inbox();
-    let unique = inbox.rsplit('.').next().unwrap_or("0").to_owned();
-    let token: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let consumer = stream
-        .create_consumer(push::OrderedConfig {
-            name: Some(format!("tributary-{token}-{unique}")),
-            description: Some("tributary-agent fleet configuration watch".to_owned()),
-            deliver_subject: inbox,
-            filter_subject: format!("$KV.{bucket}.{key}"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            replay_policy: ReplayPolicy::Instant,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| (format!("cannot watch the key: {e}"), false))?;
-    consumer
-        .messages()
-        .await
-        .map_err(|e| (format!("cannot watch the key: {e}"), false))
+/// The value a direct get answered: `None` when the key has none (404).
+fn value_of(msg: &async_nats::Message) -> Result<Option<FleetValue>, String> {
+    if let Some(status) = msg.status {
+        if status == async_nats::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != async_nats::StatusCode::OK {
+            return Err(format!(
+                "the hub answered {status}{}",
+                msg.description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    let revision = header("Nats-Sequence")
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| "the hub's answer carries no Nats-Sequence".to_owned())?;
+    let deleted = header(KV_OPERATION).is_some_and(|op| op == "DEL" || op == "PURGE");
+    Ok(Some(FleetValue {
+        revision,
+        text: (!deleted).then(|| String::from_utf8_lossy(&msg.payload).into_owned()),
+    }))
 }
 
 /// What the supervisor should do after [`FleetState::offer`].

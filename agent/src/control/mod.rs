@@ -14,9 +14,8 @@
 //! * `config`: the resolved configuration as TOML, secrets hidden, and its
 //!   origin.
 //!
-//! `$SRV.PING|INFO|STATS` are answered by async-nats's service module, with
-//! the device id in the service metadata, so `nats micro ls` lists the
-//! fleet. A failed request gets a service error (code and text), never
+//! `$SRV.PING|INFO|STATS` are answered too ([`micro`]), with the device id
+//! in the service metadata, so `nats micro ls` lists the fleet. A failed request gets a service error (code and text), never
 //! silence. Reads run at most [`MAX_READS`] at a time; one more is answered
 //! 503 at once.
 //!
@@ -31,12 +30,11 @@
 
 pub mod fleet;
 pub mod fleet_file;
+pub mod micro;
 pub mod status;
 
 use crate::sensors::{self, ReadNow, SensorContext};
 use crate::stats::AgentStats;
-use async_nats::service::{self, ServiceExt};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -90,13 +88,9 @@ pub fn spawn(
         };
         let watcher = async {
             if section.watches_fleet(&device) {
-                let js = if section.fleet_domain.is_empty() {
-                    async_nats::jetstream::new(client.clone())
-                } else {
-                    async_nats::jetstream::with_domain(client.clone(), &section.fleet_domain)
-                };
                 fleet::watch(
-                    js,
+                    client.clone(),
+                    section.fleet_domain.clone(),
                     section.fleet_bucket.clone(),
                     device.clone(),
                     fleet_tx,
@@ -125,86 +119,82 @@ async fn serve(
             r.config.agent.device.get_ref().clone(),
         )
     };
-    let service = client
-        .service_builder()
-        .description("Tributary edge agent")
-        .metadata(HashMap::from([(
-            DEVICE_METADATA.to_owned(),
-            device.clone(),
-        )]))
-        .start(AGENT_SERVICE, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(ControlError::Start)?;
-    let endpoint = |name: &'static str| {
-        let subject = section.request_subject(&device, name);
-        let builder = service.endpoint_builder().name(name);
-        async move { builder.add(subject).await.map_err(ControlError::Start) }
+    let identity = micro::Identity {
+        name: AGENT_SERVICE,
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Tributary edge agent",
+        metadata: HashMap::from([(DEVICE_METADATA.to_owned(), device.clone())]),
     };
-    let mut status = endpoint("status").await?;
-    let mut read = endpoint("read").await?;
-    let mut config = endpoint("config").await?;
+    let endpoints = ENDPOINTS
+        .iter()
+        .map(|&name| (name, section.request_subject(&device, name)))
+        .collect();
+    let mut service = micro::Service::start(client, identity, endpoints)
+        .await
+        .map_err(|e| ControlError::Start(e.into()))?;
     tracing::info!(
         subjects = %section.request_subject(&device, "*"),
         "control service ready"
     );
-    let mut reads: JoinSet<()> = JoinSet::new();
+    let mut reads: JoinSet<(micro::Request, Answer)> = JoinSet::new();
     let result = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
-            Some(_) = reads.join_next(), if !reads.is_empty() => {}
-            r = status.next() => {
-                let Some(req) = r else { break Err(ControlError::Closed) };
-                let doc = status::device_status(&running.borrow(), &stats);
-                respond(&req, json(&doc)).await;
-            }
-            r = config.next() => {
-                let Some(req) = r else { break Err(ControlError::Closed) };
-                let reply = config_reply(&running.borrow());
-                respond(&req, reply).await;
-            }
-            r = read.next() => {
-                let Some(req) = r else { break Err(ControlError::Closed) };
-                if reads.len() >= MAX_READS {
-                    respond(&req, Err(error(503, "busy: other reads are running; try again"))).await;
-                    continue;
+            Some(done) = reads.join_next(), if !reads.is_empty() => {
+                if let Ok((req, answer)) = done {
+                    service.respond(&req, answer).await;
                 }
-                let cfg = running.borrow().config.clone();
-                let stats = stats.clone();
-                reads.spawn(async move {
-                    let reply = read_reply(&cfg, stats, &req.message.payload).await;
-                    respond(&req, reply).await;
-                });
+            }
+            r = service.next() => {
+                let Some(req) = r else { break Err(ControlError::Closed) };
+                match ENDPOINTS[req.endpoint] {
+                    "status" => {
+                        let doc = status::device_status(&running.borrow(), &stats);
+                        service.respond(&req, json(&doc)).await;
+                    }
+                    "config" => {
+                        let reply = config_reply(&running.borrow());
+                        service.respond(&req, reply).await;
+                    }
+                    _ if reads.len() >= MAX_READS => {
+                        service.respond(&req, Err(error(503, "busy: other reads are running; try again"))).await;
+                    }
+                    _ => {
+                        let cfg = running.borrow().config.clone();
+                        let stats = stats.clone();
+                        reads.spawn(async move {
+                            let answer = read_reply(&cfg, stats, &req.message.payload).await;
+                            (req, answer)
+                        });
+                    }
+                }
             }
         }
     };
     reads.abort_all();
-    if let Err(e) = service.stop().await {
-        tracing::debug!(error = %e, "stopping the control service");
-    }
+    service.stop();
     result
 }
 
+/// The endpoints, in the order [`micro::Service`] numbers them.
+const ENDPOINTS: [&str; 3] = ["status", "read", "config"];
+
+/// An endpoint's answer.
+type Answer = Result<Vec<u8>, micro::ServiceError>;
+
 /// A service error reply.
-fn error(code: usize, status: impl Into<String>) -> service::error::Error {
-    service::error::Error {
+fn error(code: u16, text: impl Into<String>) -> micro::ServiceError {
+    micro::ServiceError {
         code,
-        status: status.into(),
+        text: text.into(),
     }
 }
 
-fn json<T: serde::Serialize>(doc: &T) -> Result<bytes::Bytes, service::error::Error> {
-    serde_json::to_vec(doc)
-        .map(bytes::Bytes::from)
-        .map_err(|e| error(500, format!("cannot encode the reply: {e}")))
+fn json<T: serde::Serialize>(doc: &T) -> Answer {
+    serde_json::to_vec(doc).map_err(|e| error(500, format!("cannot encode the reply: {e}")))
 }
 
-async fn respond(req: &service::Request, reply: Result<bytes::Bytes, service::error::Error>) {
-    if let Err(e) = req.respond(reply).await {
-        tracing::debug!(error = %e, subject = %req.message.subject, "cannot send a control reply");
-    }
-}
-
-fn config_reply(running: &Running) -> Result<bytes::Bytes, service::error::Error> {
+fn config_reply(running: &Running) -> Answer {
     let toml = toml::to_string_pretty(&running.config)
         .map_err(|e| error(500, format!("cannot print the configuration: {e}")))?;
     json(&ConfigReply {
@@ -215,11 +205,7 @@ fn config_reply(running: &Running) -> Result<bytes::Bytes, service::error::Error
     })
 }
 
-async fn read_reply(
-    cfg: &AgentConfig,
-    stats: Arc<AgentStats>,
-    payload: &[u8],
-) -> Result<bytes::Bytes, service::error::Error> {
+async fn read_reply(cfg: &AgentConfig, stats: Arc<AgentStats>, payload: &[u8]) -> Answer {
     let id = std::str::from_utf8(payload)
         .map(str::trim)
         .map_err(|_| error(400, "the request must be a sensor id in UTF-8"))?;
