@@ -133,6 +133,8 @@ mod config;
 mod cursor;
 pub mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod log;
 mod meta;
 mod open;
