@@ -12,6 +12,7 @@
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
 //! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
+//! | [`TinyFs`]           | a `tmpfs` of a few MiB (needs root)       | disk-full tests; unmounted on drop     |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -66,6 +67,7 @@ pub mod prometheus;
 pub mod reader;
 #[cfg(feature = "kafka")]
 pub mod schema;
+pub mod tmpfs;
 pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};
@@ -80,4 +82,5 @@ pub use process::{ProcessSpec, ServerProcess, pid_exists};
 pub use prometheus::{Alert, Prometheus, PrometheusSetup};
 #[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
+pub use tmpfs::TinyFs;
 pub use tributary_wire::json::JsonReading;

@@ -49,16 +49,17 @@ pub fn encode_frame(id: u64, appended_at_ms: u64, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Decodes a segment header: `(first_id, created_ms)`.
-pub fn decode_segment_header(b: &[u8]) -> Result<(u64, u64), &'static str> {
-    frame::SegmentHeader::decode(b).map(|h| (h.first_id, h.created_ms))
+/// Decodes a segment header: `(first_id, created_ms, after_open)`.
+pub fn decode_segment_header(b: &[u8]) -> Result<(u64, u64, bool), &'static str> {
+    frame::SegmentHeader::decode(b).map(|h| (h.first_id, h.created_ms, h.after_open))
 }
 
 /// The 32 bytes of a segment header as the buffer writes it.
-pub fn encode_segment_header(first_id: u64, created_ms: u64) -> Vec<u8> {
+pub fn encode_segment_header(first_id: u64, created_ms: u64, after_open: bool) -> Vec<u8> {
     frame::SegmentHeader {
         first_id,
         created_ms,
+        after_open,
     }
     .encode()
     .to_vec()

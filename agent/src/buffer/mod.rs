@@ -143,6 +143,10 @@ mod segment;
 mod slots;
 
 #[cfg(test)]
+mod damage_tests;
+#[cfg(test)]
+mod disk_full_tests;
+#[cfg(test)]
 mod golden_tests;
 #[cfg(test)]
 mod model_tests;
@@ -157,7 +161,7 @@ pub use error::{
     AckError, AppendError, CloseError, ConfigError, FlushError, OpenError, ReadError, SeqError,
 };
 pub use frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use log::{AppendOutcome, Buffer, BufferStats};
+pub use log::{AppendOutcome, Buffer, BufferStats, DISK_RESERVE};
 pub use meta::RESERVE_BLOCK;
-pub use open::{OpenReport, QUARANTINE_DIR, Quarantined, TornTail};
+pub use open::{Missing, OpenReport, QUARANTINE_DIR, Quarantined, TornTail};
 pub use reader::{ReadBatch, Record, RecordRef};
