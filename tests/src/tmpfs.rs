@@ -99,6 +99,26 @@ impl TinyFs {
     }
 }
 
+impl TinyFs {
+    /// Writes a file `name` of zeros so that about `leave` bytes stay free
+    /// (other files on a small SD card); returns its path.
+    pub fn fill_leaving(&self, name: &str, leave: u64) -> Result<PathBuf> {
+        let path = self.path().join(name);
+        let size = self.free_bytes()?.saturating_sub(leave);
+        let mut f =
+            File::create(&path).map_err(|e| HarnessError::io("creating a filler", &path, e))?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            f.write_all(&chunk[..n])
+                .map_err(|e| HarnessError::io("writing a filler", &path, e))?;
+            left -= n as u64;
+        }
+        Ok(path)
+    }
+}
+
 impl Drop for TinyFs {
     fn drop(&mut self) {
         let _ = Command::new("umount")
