@@ -41,6 +41,8 @@
 //! - `TRIBUTARY_AGENT_BIN`, `TRIBUTARY_UPLINK_BIN`: Tributary binaries (default: the test's
 //!   target dir; build them with `cargo build --workspace --bins`);
 //! - `TRIBUTARY_TANSU_LOG`: `RUST_LOG` for tansu (default `warn`);
+//! - `TRIBUTARY_HUB_SYNC_INTERVAL`: the hubs' JetStream `sync_interval` (e.g. `always`, needs
+//!   nats-server >= 2.10; default: the server's own, 2 minutes), to measure its cost;
 //! - `TRIBUTARY_KEEP_TEST_DIRS=1`: keep the servers' temp dirs and logs after the test.
 //!
 //! Feature `kafka` (default) brings [`Kafka`] and [`KafkaReader`] and with them librdkafka;
