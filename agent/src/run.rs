@@ -182,8 +182,10 @@ pub async fn run(
         records = report.records,
         torn_tail = report.torn_tail.is_some(),
         quarantined = report.quarantined.len(),
+        records_lost = report.records_lost(),
         "buffer open"
     );
+    buffer_owner::count_open_report(&report, &stats);
     let (handle, buffer_thread) = buffer_owner::spawn(buffer, stats.clone())?;
     stats.epoch.store(handle.epoch(), Relaxed);
     let (mut fleet, cfg) = tokio::task::spawn_blocking(move || FleetState::open(cfg, file)).await?;

@@ -73,6 +73,14 @@ pub struct AgentStats {
     pub spilled_messages: AtomicU64,
     /// `fdatasync`/`fsync` calls of the buffer since start.
     pub buffer_syncs: AtomicU64,
+    /// Times the buffer found its file system full before its size cap
+    /// (the when-full policy acted) or a write failed with `ENOSPC`.
+    pub buffer_disk_full: AtomicU64,
+    /// Damaged buffer files moved to the quarantine directory on open.
+    pub buffer_quarantined_files: AtomicU64,
+    /// Unacknowledged buffer records lost to damaged or missing files, as
+    /// far as open could tell.
+    pub buffer_lost_records: AtomicU64,
     /// From the timestamp of a message's first reading to the hub's ack.
     pub ack_latency: crate::latency::LatencyHistogram,
     /// The system clock's state as last seen by [`crate::clock::watch`]

@@ -191,7 +191,9 @@ pub struct BufferSection {
     #[serde(default = "default_flush_interval")]
     pub flush_interval: NonZeroDuration,
     /// What happens when the buffer is full: `drop_oldest` (default),
-    /// `drop_newest` or `block`.
+    /// `drop_newest` or `block`. Full means `max_size` reached, or its file
+    /// system about to run out (less than 32 KiB free), whichever comes
+    /// first; `tributary_agent_buffer_disk_full_total` counts the latter.
     #[serde(default)]
     pub when_full: WhenFull,
 }

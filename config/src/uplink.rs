@@ -96,20 +96,32 @@ pub struct StreamSection {
     /// `"2m"`; keep it longer than an agent's longest retry cycle.
     #[serde(default = "default_dup_window")]
     pub duplicate_window: NonZeroDuration,
-    /// Oldest message kept. Absent: no age limit.
+    /// Oldest message kept: older ones are removed whether or not the uplink
+    /// has written them to Kafka (so an uplink down for longer loses the
+    /// oldest readings). Default `"7d"`; `"0s"`: no age limit.
     #[serde(
-        default,
+        default = "default_max_age",
         skip_serializing_if = "Option::is_none",
         with = "humantime_serde"
     )]
     pub max_age: Option<std::time::Duration>,
-    /// Most bytes kept. Absent: no size limit.
+    /// Most bytes the stream holds: beyond it the hub deletes the oldest
+    /// messages, whether or not the uplink has written them to Kafka (the
+    /// stream keeps history by limits; the uplink's acks do not remove
+    /// messages). Default `"10 GiB"`; `"0 B"`: no size limit.
     #[serde(
-        default,
+        default = "default_max_bytes",
         skip_serializing_if = "Option::is_none",
         deserialize_with = "option_size"
     )]
     pub max_bytes: Option<bytesize::ByteSize>,
+}
+
+fn default_max_age() -> Option<std::time::Duration> {
+    Some(std::time::Duration::from_secs(7 * 24 * 3600))
+}
+fn default_max_bytes() -> Option<bytesize::ByteSize> {
+    Some(bytesize::ByteSize::gib(10))
 }
 
 fn default_stream() -> String {
@@ -137,8 +149,8 @@ impl Default for StreamSection {
             storage: StorageKind::File,
             replicas: one_u32(),
             duplicate_window: default_dup_window(),
-            max_age: None,
-            max_bytes: None,
+            max_age: default_max_age(),
+            max_bytes: default_max_bytes(),
         }
     }
 }

@@ -212,3 +212,13 @@ fn a_rule_without_a_span_points_at_the_line_the_user_wrote() {
     assert_eq!(err.key(), Some("kafka.topic"));
     assert_eq!(err.line(), Some(3), "{err}");
 }
+
+#[test]
+fn the_stream_is_bounded_by_default_and_can_be_made_unbounded() {
+    let c = load("").unwrap();
+    assert_eq!(c.stream.max_age, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(c.stream.max_bytes, Some(bytesize::ByteSize::gib(10)));
+    let c = load("[stream]\nmax_age = \"0s\"\nmax_bytes = \"0 B\"\n").unwrap();
+    assert_eq!(c.stream.max_age, Some(Duration::ZERO));
+    assert_eq!(c.stream.max_bytes.map(|b| b.as_u64()), Some(0));
+}

@@ -12,6 +12,7 @@
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
 //! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
+//! | [`TinyFs`]           | a `tmpfs` of a few MiB (needs root)       | disk-full tests; unmounted on drop     |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -40,6 +41,8 @@
 //! - `TRIBUTARY_AGENT_BIN`, `TRIBUTARY_UPLINK_BIN`: Tributary binaries (default: the test's
 //!   target dir; build them with `cargo build --workspace --bins`);
 //! - `TRIBUTARY_TANSU_LOG`: `RUST_LOG` for tansu (default `warn`);
+//! - `TRIBUTARY_HUB_SYNC_INTERVAL`: the hubs' JetStream `sync_interval` (e.g. `always`, needs
+//!   nats-server >= 2.10; default: the server's own, 2 minutes), to measure its cost;
 //! - `TRIBUTARY_KEEP_TEST_DIRS=1`: keep the servers' temp dirs and logs after the test.
 //!
 //! Feature `kafka` (default) brings [`Kafka`] and [`KafkaReader`] and with them librdkafka;
@@ -66,6 +69,7 @@ pub mod prometheus;
 pub mod reader;
 #[cfg(feature = "kafka")]
 pub mod schema;
+pub mod tmpfs;
 pub mod tributary;
 
 pub use certs::{TestCerts, TlsFiles};
@@ -80,4 +84,5 @@ pub use process::{ProcessSpec, ServerProcess, pid_exists};
 pub use prometheus::{Alert, Prometheus, PrometheusSetup};
 #[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
+pub use tmpfs::TinyFs;
 pub use tributary_wire::json::JsonReading;

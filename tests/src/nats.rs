@@ -466,9 +466,18 @@ fn render_config(
     }
     match role {
         Role::Hub { leaf_port } => {
+            // max_file_store above the 10 GiB the uplink's stream reserves by
+            // default (stream.max_bytes), or it could not create its stream.
+            // `TRIBUTARY_HUB_SYNC_INTERVAL=always` (nats-server >= 2.10): the
+            // durability setting of config/examples/hub.conf, for its benchmarks.
+            let sync = std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("  sync_interval: {v:?}\n"))
+                .unwrap_or_default();
             let _ = writeln!(
                 c,
-                "jetstream {{\n  store_dir: {}\n  domain: {JETSTREAM_DOMAIN}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}",
+                "jetstream {{\n  store_dir: {}\n  domain: {JETSTREAM_DOMAIN}\n  max_memory_store: 256MB\n  max_file_store: 64GB\n{sync}}}",
                 quote(&dir.join("jetstream"))
             );
             let _ = writeln!(c, "leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"");

@@ -56,9 +56,11 @@ fn stream_config(config: &UplinkConfig) -> stream::Config {
         },
         num_replicas: s.replicas.get() as usize,
         duplicate_window: s.duplicate_window.get(),
+        // 0 means no limit to JetStream for the age; -1 for the size.
         max_age: s.max_age.unwrap_or_default(),
         max_bytes: s
             .max_bytes
+            .filter(|b| b.as_u64() > 0)
             .map_or(-1, |b| i64::try_from(b.as_u64()).unwrap_or(i64::MAX)),
         ..Default::default()
     }

@@ -101,6 +101,11 @@ impl CursorFile {
         ))
     }
 
+    /// Whether the cursor file at `path` exists but holds no valid slot.
+    pub fn probe(path: &Path) -> io::Result<bool> {
+        SlotFile::probe(path, CURSOR_MAGIC)
+    }
+
     /// The last durably stored floor.
     pub fn persisted(&self) -> u64 {
         self.persisted

@@ -19,15 +19,26 @@ pub struct SegmentHeader {
     pub first_id: u64,
     /// Wall-clock time the segment was created, ms since the Unix epoch.
     pub created_ms: u64,
+    /// The first segment created after the buffer was opened (flag bit 0 of the header's
+    /// `reserved` field; 0 in files written before it existed). Ids may jump before such a
+    /// segment (a crash skips up to one reservation block); before any other segment a jump
+    /// means a segment file went missing.
+    pub after_open: bool,
 }
 
+/// Flag bit of [`SegmentHeader::after_open`].
+const FLAG_AFTER_OPEN: u16 = 1;
+
 impl SegmentHeader {
-    /// `magic[8] version:u16 reserved:u16 first_id:u64 created_ms:u64 crc32:u32`, where the CRC
-    /// covers the 28 bytes before it.
+    /// `magic[8] version:u16 flags:u16 first_id:u64 created_ms:u64 crc32:u32`, where the CRC
+    /// covers the 28 bytes before it (`flags` was `reserved`, always 0, before
+    /// [`after_open`](Self::after_open); unknown bits are ignored).
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        let flags = if self.after_open { FLAG_AFTER_OPEN } else { 0 };
+        b[10..12].copy_from_slice(&flags.to_le_bytes());
         b[12..20].copy_from_slice(&self.first_id.to_le_bytes());
         b[20..28].copy_from_slice(&self.created_ms.to_le_bytes());
         let crc = crc32fast::hash(&b[0..28]);
@@ -52,6 +63,7 @@ impl SegmentHeader {
         Ok(Self {
             first_id: le_u64(&b[12..20]),
             created_ms: le_u64(&b[20..28]),
+            after_open: u16::from_le_bytes([b[10], b[11]]) & FLAG_AFTER_OPEN != 0,
         })
     }
 }
@@ -222,6 +234,7 @@ mod tests {
         let h = SegmentHeader {
             first_id: 77,
             created_ms: 5,
+            after_open: true,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));

@@ -19,6 +19,11 @@ use super::segment::{Segment, create_segment, segment_path, sync_dir};
 /// Appended bytes are collected in memory up to this size before one `write`.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Free space the buffer leaves on its file system: an append that would leave less is
+/// handled like one that would exceed `max_bytes` (the when-full policy decides). Covers the
+/// file system's own allocation granularity and a new segment's first block.
+pub const DISK_RESERVE: u64 = 32 * 1024;
+
 /// Result of a successful [`Buffer::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -42,8 +47,12 @@ pub struct BufferStats {
     pub oldest_unacked_appended_at_ms: Option<u64>,
     /// Records dropped by `WhenFull::DropOldest` (unacknowledged records in deleted segments).
     pub dropped_oldest: u64,
-    /// Records refused by `WhenFull::DropNewest`.
+    /// Records refused by `WhenFull::DropNewest`, or by any policy when the file system is
+    /// full and dropping old segments cannot make room.
     pub dropped_newest: u64,
+    /// Appends that found the file system too full (less than [`DISK_RESERVE`] left) before
+    /// the buffer reached `max_bytes`; the when-full policy then acted as at the cap.
+    pub disk_full: u64,
     /// Records appended since open.
     pub records_appended: u64,
     /// Payload bytes appended since open.
@@ -89,6 +98,8 @@ pub struct Buffer {
     pub(super) bytes_on_disk: u64,
     pub(super) stats: BufferStats,
     pub(super) poisoned: bool,
+    /// No segment was created since open yet: the next one is flagged `after_open`.
+    pub(super) fresh_open: bool,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -132,8 +143,26 @@ impl Buffer {
     /// anything. With `WhenFull::Block`, wait (e.g. for the next acknowledgement) until this
     /// is true, then append.
     pub fn would_fit(&self, len: usize) -> bool {
+        let needed = self.bytes_needed(len);
         len <= self.max_record_len
-            && self.bytes_on_disk + self.bytes_needed(len) <= self.cfg.max_bytes
+            && self.bytes_on_disk + needed <= self.cfg.max_bytes
+            && self.disk_has_room(needed)
+    }
+
+    /// Whether the file system holding the buffer has room for `needed` more bytes (plus
+    /// those appended but not yet written) and still [`DISK_RESERVE`] left. When the free
+    /// space cannot be asked for, it is assumed to be there (a write then fails for real).
+    fn disk_has_room(&self, needed: u64) -> bool {
+        match rustix::fs::statvfs(&self.cfg.dir) {
+            Ok(st) => {
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                (self.wbuf.len() as u64)
+                    .saturating_add(needed)
+                    .saturating_add(DISK_RESERVE)
+                    <= free
+            }
+            Err(_) => true,
+        }
     }
 
     fn needs_roll(&self, frame_len: u64) -> bool {
@@ -175,13 +204,31 @@ impl Buffer {
         }
         let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
         let needed = self.bytes_needed(payload.len());
-        while self.bytes_on_disk + needed > self.cfg.max_bytes {
+        let mut disk_full_counted = false;
+        loop {
+            let over_cap = self.bytes_on_disk + needed > self.cfg.max_bytes;
+            // The file system may fill up before the cap (a small SD card, other files):
+            // that is full too, and the same policy applies.
+            let disk_full = !over_cap && !self.disk_has_room(needed);
+            if !over_cap && !disk_full {
+                break;
+            }
+            if disk_full && !disk_full_counted {
+                disk_full_counted = true;
+                self.stats.disk_full += 1;
+            }
             match self.cfg.when_full {
                 WhenFull::DropOldest => {
                     // With max_bytes >= 2 * segment_bytes there is always a sealed segment
-                    // to drop here; stop rather than loop if that invariant were broken.
+                    // to drop at the cap; stop rather than loop if that invariant were broken.
                     let sealed = self.segments.len() - usize::from(self.active.is_some());
                     if sealed == 0 {
+                        if disk_full {
+                            // Only the segment being written is left and the disk is full:
+                            // nothing old can make room, so this record cannot be kept.
+                            self.stats.dropped_newest += 1;
+                            return Ok(AppendOutcome::DroppedNewest);
+                        }
                         break;
                     }
                     self.drop_oldest_segment()
@@ -278,8 +325,10 @@ impl Buffer {
         let header = SegmentHeader {
             first_id,
             created_ms: now,
+            after_open: self.fresh_open,
         };
         let file = create_segment(&path, &header)?;
+        self.fresh_open = false;
         let len = SEGMENT_HEADER_LEN as u64;
         self.active = Some(Active {
             file,
@@ -360,6 +409,11 @@ impl Buffer {
             return Ok(());
         };
         let path = segment_path(&self.cfg.dir, seg.first_id);
+        // Every record below the segment's end is now acknowledged or dropped: persist that
+        // before the file goes, so that an open never mistakes the gap for a lost segment.
+        if let Err(e) = self.cursor.store(seg.end_id.max(self.cursor.persisted())) {
+            return Err((self.cursor.path().to_path_buf(), e));
+        }
         self.rcache.forget(seg.first_id);
         std::fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
         self.segments.pop_front();

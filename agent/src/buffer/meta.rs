@@ -67,6 +67,11 @@ impl Meta {
         Ok((meta, state))
     }
 
+    /// Whether the meta file at `path` exists but holds no valid slot.
+    pub fn probe(path: &Path) -> io::Result<bool> {
+        SlotFile::probe(path, META_MAGIC)
+    }
+
     fn store(&mut self) -> io::Result<()> {
         self.file
             .store([self.epoch, self.record_hwm, self.seq_hwm])?;

@@ -41,7 +41,7 @@
 //! header (32 bytes):
 //!   magic           [u8; 8]  "TRIBSEG\0"
 //!   version         u16      1
-//!   reserved        u16      0
+//!   flags           u16      bit 0: first segment created after an open (was reserved, 0)
 //!   first_id        u64      id of the first record (equals the file name)
 //!   created_ms      u64      creation time, ms since the Unix epoch
 //!   crc32           u32      of the 28 bytes above
@@ -97,10 +97,17 @@
 //!
 //! - the **newest** segment may end in a torn write (a crash while appending): it is truncated
 //!   at the first bad record; nothing there was ever flushed, so nothing delivered is lost.
-//!   The recovered tail is then synced. An empty newest segment is removed.
+//!   The recovered tail is then synced. An empty newest segment is removed. When valid records
+//!   follow the bad one, it is damage, not a torn write, and handled like the next case.
 //! - any **older** segment with a bad record was synced when sealed, so damage there is the
-//!   medium's doing: the segment is moved to `quarantine/` (kept for inspection), reported
-//!   with the number of records lost, and the rest of the buffer is kept.
+//!   medium's doing: a whole copy goes to `quarantine/` (kept for inspection), the live file
+//!   is cut at the bad record so the valid records before it are kept, and the records lost
+//!   are reported. A segment with a bad header (or no room for a copy) is moved whole.
+//! - a **missing** segment shows as an id gap: the first segment created after each open is
+//!   flagged in its header (a crash skips ids before it), and `drop_oldest` persists the
+//!   cursor before it deletes, so any other gap above the cursor is reported with its ids.
+//! - an unreadable **cursor** or **meta** file is moved to `quarantine/` and started afresh
+//!   (everything kept is delivered again; a new epoch).
 //! - segments entirely below the persisted cursor are deleted.
 //! - appending continues in a new segment; the next id is the largest of: the newest
 //!   segment's end, the cursor, and the meta file's id reservation.
@@ -122,7 +129,10 @@
 //! even if unacknowledged and counts its lost records in `dropped_oldest`; `drop_newest`
 //! refuses the record ([`AppendOutcome::DroppedNewest`], counted in `dropped_newest`); `block`
 //! returns [`AppendError::Full`]: the caller keeps the record, waits until an acknowledgement
-//! frees a segment ([`Buffer::would_fit`] turns true), and appends again.
+//! frees a segment ([`Buffer::would_fit`] turns true), and appends again. The file system
+//! filling up first (less than [`DISK_RESERVE`] free, asked with `statvfs` before each append)
+//! counts as full too (`disk_full`); `drop_oldest` with no sealed segment left then drops the
+//! new record (`dropped_newest`).
 //!
 //! ## Errors
 //!
@@ -133,6 +143,8 @@ mod config;
 mod cursor;
 pub mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod log;
 mod meta;
 mod open;
@@ -140,6 +152,10 @@ mod reader;
 mod segment;
 mod slots;
 
+#[cfg(test)]
+mod damage_tests;
+#[cfg(test)]
+mod disk_full_tests;
 #[cfg(test)]
 mod golden_tests;
 #[cfg(test)]
@@ -155,7 +171,7 @@ pub use error::{
     AckError, AppendError, CloseError, ConfigError, FlushError, OpenError, ReadError, SeqError,
 };
 pub use frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use log::{AppendOutcome, Buffer, BufferStats};
+pub use log::{AppendOutcome, Buffer, BufferStats, DISK_RESERVE};
 pub use meta::RESERVE_BLOCK;
-pub use open::{OpenReport, QUARANTINE_DIR, Quarantined, TornTail};
+pub use open::{Missing, OpenReport, QUARANTINE_DIR, Quarantined, TornTail};
 pub use reader::{ReadBatch, Record, RecordRef};

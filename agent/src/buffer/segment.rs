@@ -4,7 +4,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::frame::{Decoded, SEGMENT_HEADER_LEN, SegmentHeader, decode_frame};
+use super::frame::{
+    Decoded, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, decode_frame, le_u32, le_u64,
+};
 
 /// In-memory bookkeeping for one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct Scan {
     pub floor_offset: Option<u64>,
     /// Append time of the first valid record.
     pub first_appended_at_ms: Option<u64>,
+    /// The header's `after_open` flag (false when the header is damaged).
+    pub after_open: bool,
 }
 
 /// Reads the whole segment into `buf` and checks its header and every record (checksum, and
@@ -97,9 +101,10 @@ pub fn scan_segment(
         problem: None,
         floor_offset: None,
         first_appended_at_ms: None,
+        after_open: false,
     };
     match SegmentHeader::decode(buf) {
-        Ok(h) if h.first_id == first_id => {}
+        Ok(h) if h.first_id == first_id => scan.after_open = h.after_open,
         Ok(_) => {
             scan.problem = Some((0, "segment header names another first record id"));
             return Ok(scan);
@@ -138,6 +143,39 @@ pub fn scan_segment(
     scan.records = id - first_id;
     scan.valid_len = offset as u64;
     Ok(scan)
+}
+
+/// How many valid records follow, in sequence, somewhere after the bad frame at `offset`:
+/// a frame with a higher id than `next_id` that checks out means the bytes at `offset` were
+/// damaged after being written whole, not cut short by a crash. Looks only at positions
+/// whose header could belong to a later record, so it costs about one pass.
+pub fn records_after(buf: &[u8], offset: u64, next_id: u64, max_record_len: usize) -> u64 {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut at = start.saturating_add(1);
+    while at + FRAME_HEADER_LEN <= buf.len() {
+        let b = &buf[at..];
+        let id = le_u64(&b[8..16]);
+        let plausible = id > next_id
+            && id - next_id <= (at - start) as u64 / FRAME_HEADER_LEN as u64 + 1
+            && (le_u32(&b[0..4]) as usize) <= max_record_len;
+        if plausible && let Decoded::Frame(f) = decode_frame(b, max_record_len) {
+            // Count the run of frames from here.
+            let mut n = 0;
+            let mut pos = at;
+            let mut want = f.id;
+            while let Decoded::Frame(g) = decode_frame(&buf[pos..], max_record_len) {
+                if g.id != want {
+                    break;
+                }
+                n += 1;
+                want += 1;
+                pos += g.encoded_len();
+            }
+            return n;
+        }
+        at += 1;
+    }
+    0
 }
 
 #[cfg(test)]

@@ -75,6 +75,22 @@ impl SlotFile {
         Ok((me, loaded))
     }
 
+    /// Whether the file at `path` exists with bytes in it but no valid slot (without
+    /// creating or changing it).
+    pub fn probe(path: &Path, magic: [u8; 4]) -> io::Result<bool> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut buf = [0u8; 2 * SLOT_LEN];
+        let n = read_up_to(&file, &mut buf)?;
+        let valid = buf[..n]
+            .chunks_exact(SLOT_LEN)
+            .any(|slot| decode_slot(slot, magic).is_some());
+        Ok(n > 0 && !valid)
+    }
+
     /// Path of the file (for error messages).
     pub fn path(&self) -> &Path {
         &self.path

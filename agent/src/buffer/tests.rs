@@ -211,31 +211,44 @@ fn a_torn_tail_is_truncated_on_open() {
 }
 
 #[test]
-fn a_segment_with_a_corrupt_record_in_the_middle_is_quarantined() {
+fn a_segment_with_a_corrupt_record_in_the_middle_is_quarantined_and_keeps_the_records_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut b, _) = Buffer::open(small(dir.path())).unwrap();
     append_n(&mut b, 0..130);
     b.flush().unwrap();
     b.close().unwrap();
     assert_eq!(list_segments(dir.path()).unwrap(), vec![0, 46, 92]);
+    let original = fs::read(segment_path(dir.path(), 46)).unwrap();
     // Damage record 50 (the fifth record of the second segment) in its payload.
     corrupt_byte(&segment_path(dir.path(), 46), 32 + 4 * 88 + 40);
     let (mut b, report) = Buffer::open(small(dir.path())).unwrap();
     assert_eq!(report.quarantined.len(), 1);
     let q = &report.quarantined[0];
     assert_eq!(q.offset, 32 + 4 * 88);
-    assert_eq!(q.records_lost, Some(46));
+    assert_eq!(q.kept_records, 4);
+    assert_eq!(q.records_lost, Some(42));
     assert!(q.to.starts_with(dir.path().join(QUARANTINE_DIR)));
-    assert!(q.to.exists());
-    assert!(!segment_path(dir.path(), 46).exists());
+    let mut damaged = original.clone();
+    damaged[32 + 4 * 88 + 40] ^= 0x40;
+    assert_eq!(
+        fs::read(&q.to).unwrap(),
+        damaged,
+        "the whole damaged file is kept aside"
+    );
+    assert_eq!(
+        fs::metadata(segment_path(dir.path(), 46)).unwrap().len(),
+        32 + 4 * 88,
+        "the live file keeps the valid records"
+    );
     let ids = drain_ids(&mut b);
-    let want: Vec<u64> = (0..46).chain(92..130).collect();
+    let want: Vec<u64> = (0..50).chain(92..130).collect();
     assert_eq!(ids, want);
-    assert_eq!(report.records, 84);
+    assert_eq!(report.records, 88);
+    assert_eq!(report.records_lost(), 42);
 }
 
 #[test]
-fn the_newest_segment_with_a_bad_record_keeps_the_records_before_it() {
+fn the_newest_segment_with_a_bad_record_before_valid_ones_is_quarantined_not_silently_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (mut b, _) = Buffer::open(small(dir.path())).unwrap();
     append_n(&mut b, 0..20);
@@ -243,8 +256,18 @@ fn the_newest_segment_with_a_bad_record_keeps_the_records_before_it() {
     drop(b);
     corrupt_byte(&segment_path(dir.path(), 0), 32 + 15 * 88 + 10);
     let (mut b, report) = Buffer::open(small(dir.path())).unwrap();
-    assert!(report.quarantined.is_empty());
-    assert_eq!(report.torn_tail.unwrap().valid_len, 32 + 15 * 88);
+    assert!(
+        report.torn_tail.is_none(),
+        "valid records follow: damage, not a torn write"
+    );
+    let q = &report.quarantined[0];
+    assert_eq!((q.offset, q.kept_records), (32 + 15 * 88, 15));
+    assert_eq!(
+        q.records_lost,
+        Some(4),
+        "records 16..20 still check out in the copy"
+    );
+    assert!(q.to.exists());
     assert_eq!(drain_ids(&mut b), (0..15).collect::<Vec<_>>());
 }
 

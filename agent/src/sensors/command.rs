@@ -49,17 +49,7 @@ impl CommandSource {
                 });
             }
         };
-        let text = std::str::from_utf8(&out).map_err(|_| PayloadError::NotUtf8)?;
-        match &self.pointer {
-            Some(_) => parse::payload(text, self.pointer.as_deref()),
-            None => {
-                let v = parse::number(text).ok_or_else(|| SensorError::NoNumber {
-                    origin: format!("output of {:?}", self.program),
-                    snippet: parse::snippet(text.trim()),
-                })?;
-                parse::check(v)
-            }
-        }
+        parse_output(&out, self.pointer.as_deref(), &self.program)
     }
 
     /// Runs the program to its end; its standard output.
@@ -104,6 +94,26 @@ impl CommandSource {
             });
         }
         Ok(out)
+    }
+}
+
+/// The value of a command's standard output: JSON at `pointer` when one is
+/// given, else a plain number; `program` names it in errors.
+pub(crate) fn parse_output(
+    out: &[u8],
+    pointer: Option<&str>,
+    program: &str,
+) -> Result<Value, SensorError> {
+    let text = std::str::from_utf8(out).map_err(|_| PayloadError::NotUtf8)?;
+    match pointer {
+        Some(_) => parse::payload(text, pointer),
+        None => {
+            let v = parse::number(text).ok_or_else(|| SensorError::NoNumber {
+                origin: format!("output of {program:?}"),
+                snippet: parse::snippet(text.trim()),
+            })?;
+            parse::check(v)
+        }
     }
 }
 

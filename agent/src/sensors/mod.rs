@@ -28,6 +28,8 @@ mod command;
 mod deadband;
 mod error;
 mod file;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod mqtt;
 mod parse;
 mod ratelimit;

@@ -135,7 +135,7 @@ impl Route {
 }
 
 /// The id `template` gives a message on `topic`: `{N}` is segment N.
-fn resolve<'a>(template: &'a str, topic: &str) -> Result<Cow<'a, str>, String> {
+pub(crate) fn resolve<'a>(template: &'a str, topic: &str) -> Result<Cow<'a, str>, String> {
     if !template.contains('{') {
         return Ok(Cow::Borrowed(template));
     }
@@ -187,7 +187,7 @@ pub(crate) fn matches(filter: &str, topic: &str) -> bool {
 }
 
 /// The value of a payload for one route.
-fn decode(
+pub(crate) fn decode(
     payload: &[u8],
     max: usize,
     pointer: Option<&str>,

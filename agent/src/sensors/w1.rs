@@ -59,7 +59,7 @@ fn read_device(dir: &Path) -> Result<Value, SensorError> {
 }
 
 /// The milli-°C of a `w1_slave` file's text.
-fn parse_w1_slave(path: &Path, text: &str) -> Result<f64, SensorError> {
+pub(crate) fn parse_w1_slave(path: &Path, text: &str) -> Result<f64, SensorError> {
     let malformed = |reason| SensorError::W1Malformed {
         path: path.to_owned(),
         reason,
