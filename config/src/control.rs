@@ -253,15 +253,20 @@ const LOCAL_ONLY: &[&str] = &["agent", "nats", "forward", "buffer", "metrics", "
 /// Parses a fleet document: TOML with only `[mqtt]` and `[[sensors.*]]`.
 /// `origin` names it in errors (such as `kv://tributary-config/pi-1@7`).
 pub fn parse_fleet(text: &str, origin: &Path) -> Result<FleetPart, ConfigError> {
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| ConfigError::from_toml(origin, text, "", e))?;
-    if let Some(key) = table.keys().find(|k| LOCAL_ONLY.contains(&k.as_str())) {
+    // The same parse as the spans' lookups (no second TOML value model).
+    let local = toml::de::DeTable::parse(text).ok().and_then(|doc| {
+        doc.get_ref()
+            .keys()
+            .map(|k| k.get_ref().to_string())
+            .find(|k| LOCAL_ONLY.contains(&k.as_str()))
+    });
+    if let Some(key) = local {
         return Err(ConfigError::from_validation(
             origin,
             text,
             ValidationError::new(
                 key.clone(),
-                crate::spans::find(text, key),
+                crate::spans::find(text, &key),
                 format!(
                     "[{key}] comes only from the device's local file; the fleet store sets \
                      [mqtt] and [[sensors.*]]"
