@@ -167,6 +167,20 @@ pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
     Ok(out)
 }
 
+/// [`stream_envelopes`] once the stream stopped growing (two reads a second
+/// apart find the same count): what the agents delivered after they settled.
+pub async fn settled_stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
+    let mut last = usize::MAX;
+    loop {
+        let envs = stream_envelopes(hub).await?;
+        if envs.len() == last {
+            return Ok(envs);
+        }
+        last = envs.len();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
 /// The value of the unlabelled sample `name` on the Prometheus text endpoint
 /// `127.0.0.1:port` (as the agent and uplink serve it on `GET /metrics`),
 /// retrying for a few seconds while the endpoint is not up yet.

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tributary_tests::tributary::{
-    agent_config, create_stream, scrape_metric, start_agent, stream_envelopes,
+    agent_config, create_stream, scrape_metric, settled_stream_envelopes, start_agent,
 };
 use tributary_tests::{NatsServer, Result, ServerProcess, free_port};
 use tributary_wire::Value;
@@ -121,15 +121,7 @@ fn stop(agent: &mut ServerProcess) -> Result<()> {
 /// The counter values in the stream once it stopped growing; no value (and
 /// no sequence number) may appear twice.
 async fn counter_values(hub: &NatsServer) -> Result<BTreeSet<i64>> {
-    let mut last = usize::MAX;
-    let envs = loop {
-        let envs = stream_envelopes(hub).await?;
-        if envs.len() == last {
-            break envs;
-        }
-        last = envs.len();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    };
+    let envs = settled_stream_envelopes(hub).await?;
     let mut values = BTreeSet::new();
     let mut seqs = BTreeSet::new();
     for s in envs.iter().flat_map(|e| e.samples.iter()) {
