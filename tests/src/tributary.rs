@@ -167,9 +167,9 @@ pub async fn stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
     Ok(out)
 }
 
-/// [`stream_envelopes`] once the stream stopped growing (two reads a second
+/// [`stream_envelopes`] once the stream stopped growing (two reads `quiet`
 /// apart find the same count): what the agents delivered after they settled.
-pub async fn settled_stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>> {
+pub async fn settled_stream_envelopes(hub: &NatsServer, quiet: Duration) -> Result<Vec<Envelope>> {
     let mut last = usize::MAX;
     loop {
         let envs = stream_envelopes(hub).await?;
@@ -177,8 +177,26 @@ pub async fn settled_stream_envelopes(hub: &NatsServer) -> Result<Vec<Envelope>>
             return Ok(envs);
         }
         last = envs.len();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(quiet).await;
     }
+}
+
+/// The values of `0..=max(values)` that are not in `values` (the readings of
+/// a counter sensor that never arrived).
+pub fn missing_counter_values(values: &std::collections::BTreeSet<i64>) -> Vec<i64> {
+    let last = *values.last().expect("some readings arrived");
+    (0..=last).filter(|v| !values.contains(v)).collect()
+}
+
+/// SIGTERM to `agent`; it must exit 0 within 20 s (its log tail otherwise).
+pub fn stop_cleanly(agent: &mut ServerProcess) -> Result<()> {
+    let status = agent.terminate(Duration::from_secs(20))?;
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        agent.log_tail(30)
+    );
+    Ok(())
 }
 
 /// The value of the unlabelled sample `name` on the Prometheus text endpoint

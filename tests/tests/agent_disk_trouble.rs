@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tributary_tests::tributary::{
-    agent_config, create_stream, scrape_metric, settled_stream_envelopes, start_agent,
+    agent_config, create_stream, missing_counter_values, scrape_metric, settled_stream_envelopes,
+    start_agent, stop_cleanly,
 };
 use tributary_tests::{NatsServer, Result, ServerProcess, TinyFs, free_port};
 use tributary_wire::Value;
@@ -69,7 +70,7 @@ async fn wait_metric(
 
 /// The values of sensor `sensor` in the stream once it stopped growing; none twice.
 async fn counter_values(hub: &NatsServer, sensor: &str) -> Result<BTreeSet<i64>> {
-    let envs = settled_stream_envelopes(hub).await?;
+    let envs = settled_stream_envelopes(hub, Duration::from_millis(1000)).await?;
     let mut values = BTreeSet::new();
     for e in envs.iter().filter(|e| e.sensor == sensor) {
         for s in &e.samples {
@@ -80,21 +81,6 @@ async fn counter_values(hub: &NatsServer, sensor: &str) -> Result<BTreeSet<i64>>
         }
     }
     Ok(values)
-}
-
-fn missing(values: &BTreeSet<i64>) -> Vec<i64> {
-    let last = *values.last().expect("some readings arrived");
-    (0..=last).filter(|v| !values.contains(v)).collect()
-}
-
-fn stop(agent: &mut ServerProcess) -> Result<()> {
-    let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(
-        status.success(),
-        "agent exit {status}:\n{}",
-        agent.log_tail(30)
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,9 +145,9 @@ async fn a_buffer_disk_filling_up_while_the_hub_is_away_drops_the_oldest_counts_
     .await?;
     let dropped = scrape_metric(port, "tributary_agent_dropped_records_total")?;
     let refused = scrape_metric(port, "tributary_agent_dropped_readings_total")?;
-    stop(&mut agent)?;
+    stop_cleanly(&mut agent)?;
     let values = counter_values(&hub, "count").await?;
-    let missing = missing(&values);
+    let missing = missing_counter_values(&values);
     assert_eq!(
         missing,
         (0..missing.len() as i64).collect::<Vec<_>>(),
@@ -195,7 +181,7 @@ async fn damaged_buffer_files_at_start_are_quarantined_logged_counted_and_the_re
         90,
     )
     .await?;
-    stop(&mut agent)?;
+    stop_cleanly(&mut agent)?;
 
     // Damage: a flipped byte in the second segment, the fourth deleted, the
     // cursor overwritten.
@@ -246,13 +232,13 @@ async fn damaged_buffer_files_at_start_are_quarantined_logged_counted_and_the_re
             "no WARN naming {file} and {reason:?}:\n{log}"
         );
     }
-    stop(&mut agent)?;
+    stop_cleanly(&mut agent)?;
     let q = dir.join("quarantine");
     assert!(q.join(segs[1].file_name().expect("name")).exists());
     assert!(q.join("cursor").exists());
 
     let values = counter_values(&hub, "count").await?;
-    let missing = missing(&values);
+    let missing = missing_counter_values(&values);
     assert!(!missing.is_empty());
     assert_eq!(
         missing.len() as f64,

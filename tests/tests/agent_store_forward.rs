@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tributary_tests::tributary::{agent_config, create_stream, start_agent, stream_envelopes};
+use tributary_tests::tributary::{
+    agent_config, create_stream, settled_stream_envelopes, start_agent, stream_envelopes,
+};
 use tributary_tests::{NatsServer, Result};
 use tributary_wire::{Envelope, Value};
 
@@ -26,19 +28,6 @@ fn counter_readings(envs: &[Envelope]) -> Vec<(u64, i64, i64)> {
             ref other => panic!("counter value {other:?}"),
         })
         .collect()
-}
-
-/// Waits until the stream stops growing.
-async fn settled(hub: &NatsServer) -> Result<Vec<Envelope>> {
-    let mut last = usize::MAX;
-    loop {
-        let envs = stream_envelopes(hub).await?;
-        if envs.len() == last {
-            return Ok(envs);
-        }
-        last = envs.len();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
 }
 
 fn assert_no_sequence_repeats(readings: &[(u64, i64, i64)]) {
@@ -63,7 +52,8 @@ async fn stop_and_collect(
         "agent exit {status}:\n{}",
         agent.log_tail(40)
     );
-    let readings = counter_readings(&settled(hub).await?);
+    let readings =
+        counter_readings(&settled_stream_envelopes(hub, Duration::from_millis(1500)).await?);
     assert_no_sequence_repeats(&readings);
     Ok(readings)
 }

@@ -11,9 +11,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tributary_tests::tributary::{
-    agent_config, create_stream, scrape_metric, settled_stream_envelopes, start_agent,
+    agent_config, create_stream, missing_counter_values, scrape_metric, settled_stream_envelopes,
+    start_agent, stop_cleanly,
 };
-use tributary_tests::{NatsServer, Result, ServerProcess, free_port};
+use tributary_tests::{NatsServer, Result, free_port};
 use tributary_wire::Value;
 
 const MAX_SIZE: f64 = 16.0 * 1024.0;
@@ -98,7 +99,7 @@ interval = "10ms"
     }
     let dropped_records = scrape_metric(port, "tributary_agent_dropped_records_total")?;
     let dropped_readings = scrape_metric(port, "tributary_agent_dropped_readings_total")?;
-    stop(&mut agent)?;
+    stop_cleanly(&mut agent)?;
     let values = counter_values(&hub).await?;
     Ok(Outcome {
         values,
@@ -108,20 +109,10 @@ interval = "10ms"
     })
 }
 
-fn stop(agent: &mut ServerProcess) -> Result<()> {
-    let status = agent.terminate(Duration::from_secs(20))?;
-    assert!(
-        status.success(),
-        "agent exit {status}:\n{}",
-        agent.log_tail(30)
-    );
-    Ok(())
-}
-
 /// The counter values in the stream once it stopped growing; no value (and
 /// no sequence number) may appear twice.
 async fn counter_values(hub: &NatsServer) -> Result<BTreeSet<i64>> {
-    let envs = settled_stream_envelopes(hub).await?;
+    let envs = settled_stream_envelopes(hub, Duration::from_millis(1000)).await?;
     let mut values = BTreeSet::new();
     let mut seqs = BTreeSet::new();
     for s in envs.iter().flat_map(|e| e.samples.iter()) {
@@ -132,12 +123,6 @@ async fn counter_values(hub: &NatsServer) -> Result<BTreeSet<i64>> {
         assert!(seqs.insert(s.seq), "sequence {} arrived twice", s.seq);
     }
     Ok(values)
-}
-
-/// The counter values missing below the highest one that arrived.
-fn missing(values: &BTreeSet<i64>) -> Vec<i64> {
-    let last = *values.last().expect("some readings arrived");
-    (0..=last).filter(|v| !values.contains(v)).collect()
 }
 
 /// Whether `v` is one run of consecutive integers.
@@ -151,7 +136,7 @@ async fn drop_oldest_loses_exactly_the_oldest_readings_and_counts_each_of_them()
         Ok(scrape_metric(port, "tributary_agent_dropped_records_total")? >= 200.0)
     })
     .await?;
-    let missing = missing(&out.values);
+    let missing = missing_counter_values(&out.values);
     assert!(!missing.is_empty(), "something was dropped");
     assert_eq!(
         missing,
@@ -173,7 +158,7 @@ async fn drop_newest_keeps_the_oldest_readings_and_counts_each_refused_one() -> 
         Ok(scrape_metric(port, "tributary_agent_dropped_readings_total")? >= 200.0)
     })
     .await?;
-    let missing = missing(&out.values);
+    let missing = missing_counter_values(&out.values);
     assert!(!missing.is_empty(), "something was refused");
     assert!(
         missing[0] > 100,
@@ -205,7 +190,7 @@ async fn block_loses_nothing_while_the_buffer_is_full() -> Result<()> {
     assert!(out.peak_buffer_bytes >= 0.75 * MAX_SIZE);
     assert!(out.peak_buffer_bytes <= MAX_SIZE, "the cap holds");
     assert_eq!(
-        missing(&out.values),
+        missing_counter_values(&out.values),
         Vec::<i64>::new(),
         "no reading is lost"
     );
