@@ -495,11 +495,11 @@ impl AgentConfig {
             if kind == "mqtt" {
                 let static_part: String = strip_templates(id.get_ref());
                 if !static_part.is_empty() {
-                    tributary_wire::subject::validate_token("sensor", &static_part)
+                    tributary_wire::subject::validate_sensor(&static_part)
                         .map_err(|e| ValidationError::new(&key, span.clone(), e.to_string()))?;
                 }
             } else {
-                tributary_wire::subject::validate_token("sensor", id.get_ref())
+                tributary_wire::subject::validate_sensor(id.get_ref())
                     .map_err(|e| ValidationError::new(&key, span.clone(), e.to_string()))?;
             }
             if let Some(first) = seen.insert(id.get_ref(), key.clone()) {

@@ -79,6 +79,9 @@ pub enum RunError {
     },
 }
 
+/// The flush after the drain, before the producer goes.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
 /// Runs the uplink until `shutdown` is cancelled, then drains in-flight
 /// work and returns.
 pub async fn run(config: UplinkConfig, shutdown: CancellationToken) -> Result<(), RunError> {
@@ -227,8 +230,10 @@ async fn serve(
         drop(session);
         match end {
             SessionEnd::Shutdown => {
-                let flush = config.kafka.delivery_timeout.get();
-                let _ = tokio::task::spawn_blocking(move || producer.flush(flush)).await;
+                // The drain waited for every confirmation it could get
+                // (`delivery_timeout` + 5 s): what is still queued now will
+                // not be acknowledged to JetStream anyway, so a short flush.
+                let _ = tokio::task::spawn_blocking(move || producer.flush(FINAL_FLUSH)).await;
                 info!("uplink stopped");
                 return Ok(());
             }
@@ -248,11 +253,14 @@ async fn serve(
                 // holds: nothing it queued may land after that. Purging
                 // and destroying it block (librdkafka joins its threads),
                 // so not on a runtime worker.
-                let _ = tokio::task::spawn_blocking(move || {
+                let teardown = tokio::task::spawn_blocking(move || {
                     producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
                     drop(producer);
-                })
-                .await;
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    _ = teardown => {}
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(config.consumer.nak_delay.get()) => {}
@@ -298,7 +306,14 @@ fn spawn_watchers(
                 _ = tick.tick() => {}
             }
             let k = kafka.clone();
-            match tokio::task::spawn_blocking(move || kafka::probe(&k)).await {
+            // A probe of a frozen broker takes its 5 s timeout and then
+            // librdkafka's teardown: never make the stop wait for it.
+            let probe = tokio::task::spawn_blocking(move || kafka::probe(&k));
+            let outcome = tokio::select! {
+                () = stop2.cancelled() => return,
+                outcome = probe => outcome,
+            };
+            match outcome {
                 Ok(Ok(())) => {
                     health.kafka_up();
                     let failed = failures.clear();

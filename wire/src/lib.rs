@@ -14,11 +14,14 @@
 //!   validation of ids as NATS subject tokens;
 //! * [`json`]: the one-JSON-object-per-reading record written to Kafka;
 //! * [`control`]: the control plane's subjects and the JSON documents agents
-//!   and uplinks answer with.
+//!   and uplinks answer with;
+//! * [`command`]: the downlink's commands to actuators and the outcomes
+//!   devices report.
 //!
 //! The crate is deliberately small and free of async or I/O so that the agent
 //! binary on a Pi Zero pays nothing for it.
 
+pub mod command;
 pub mod control;
 mod envelope;
 pub mod json;

@@ -35,6 +35,13 @@ pub enum IdError {
         /// Its length.
         len: usize,
     },
+    /// A sensor id starts with `$`, which marks the subjects the contract
+    /// keeps for itself (`<prefix>.<device>.$outcome`).
+    #[error("sensor id {id:?} starts with '$', which is kept for Tributary's own subjects")]
+    Reserved {
+        /// The id as given.
+        id: String,
+    },
     /// A reading id string is not `device:epoch:seq`.
     #[error("{0:?} is not a reading id (device:epoch:seq)")]
     BadReadingId(String),
@@ -68,6 +75,16 @@ pub fn validate_token(what: &'static str, id: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// Checks a sensor id: a subject token that does not start with `$` (kept
+/// for subjects such as a device's command outcomes).
+pub fn validate_sensor(id: &str) -> Result<(), IdError> {
+    validate_token("sensor", id)?;
+    if id.starts_with('$') {
+        return Err(IdError::Reserved { id: id.to_owned() });
+    }
+    Ok(())
+}
+
 /// Checks a subject prefix: one or more tokens joined by `.`.
 pub fn validate_prefix(prefix: &str) -> Result<(), IdError> {
     if prefix.is_empty() {
@@ -95,6 +112,15 @@ pub fn parse<'a>(prefix: &str, subject: &'a str) -> Option<(&'a str, &'a str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sensor_id_starting_with_a_dollar_is_refused_as_reserved() {
+        assert!(matches!(
+            validate_sensor("$outcome"),
+            Err(IdError::Reserved { .. })
+        ));
+        assert!(validate_sensor("temp$1").is_ok());
+    }
 
     #[test]
     fn ordinary_ids_are_valid_tokens() {

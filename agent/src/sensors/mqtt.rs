@@ -111,12 +111,10 @@ impl Route {
                     max: MAX_IDS_PER_SENSOR,
                 });
             }
-            tributary_wire::subject::validate_token("sensor", &id).map_err(|e| {
-                SensorError::BadId {
-                    template: self.template.clone(),
-                    topic: topic.to_owned(),
-                    reason: e.to_string(),
-                }
+            tributary_wire::subject::validate_sensor(&id).map_err(|e| SensorError::BadId {
+                template: self.template.clone(),
+                topic: topic.to_owned(),
+                reason: e.to_string(),
             })?;
             let meta = Arc::new(SensorMeta {
                 id: id.clone().into_owned(),

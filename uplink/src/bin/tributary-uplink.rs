@@ -236,13 +236,23 @@ fn cancel_on_signals(token: CancellationToken, quiet: bool) -> anyhow::Result<()
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = checked_config(path)?;
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone(), false)?;
         tributary_uplink::run(config, shutdown).await?;
         Ok(())
-    })
+    });
+    // `run` has drained what it could within its bound; what may still be
+    // on a blocking thread is librdkafka tearing down a client whose
+    // requests to a frozen broker have not timed out yet (a probe, an old
+    // producer). Dropping the runtime would wait for it, so leave it.
+    rt.shutdown_timeout(LEFTOVER_BLOCKING_WORK);
+    result
 }
+
+/// How long the process waits at exit for blocking work `run` left behind.
+const LEFTOVER_BLOCKING_WORK: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn run_tail(opts: TailOptions, summary: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
