@@ -27,14 +27,4 @@ pub mod state_lock;
 pub mod stats;
 pub mod systemd;
 
-/// An error and its sources, `: `-separated, for logs.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use tributary_config::logging::error_chain;

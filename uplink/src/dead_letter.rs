@@ -44,16 +44,13 @@
 //! `tributary-dlq-truncated: true` and `tributary-dlq-size: <original
 //! length>`.
 
-use crate::pipeline::{Dispatch, Session};
 use crate::records::{
     DLQ_REASON_HEADER, DLQ_SIZE_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER, DeadReason,
     Records,
 };
 use async_nats::HeaderMap;
-use async_nats::jetstream::message::Message;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use tracing::warn;
 use tributary_config::uplink::Encoding;
 use tributary_wire::{DecodeError, Envelope};
 
@@ -208,45 +205,6 @@ impl Refused {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.reasons.is_empty()
-    }
-}
-
-impl Session<'_> {
-    /// Writes the dead-letter record of `msg` into `records`.
-    pub(crate) fn dead_letter(
-        &self,
-        msg: &Message,
-        seq: u64,
-        reason: &DeadReason,
-        records: &mut Records,
-    ) {
-        warn!(subject = %msg.subject, stream_seq = seq, reason = %reason, "dead-lettering a message");
-        record(
-            &Arc::from(self.config.kafka.dead_letter_topic.as_str()),
-            msg.subject.as_str(),
-            seq,
-            msg.headers.as_ref(),
-            &msg.payload,
-            reason,
-            self.max_record(),
-            records,
-        );
-    }
-
-    /// Sends `msg`'s dead letter in place of its records; a refusal by
-    /// Kafka is remembered until the dead letter is written.
-    pub(crate) async fn send_dead_letter(
-        &mut self,
-        msg: Message,
-        seq: u64,
-        reason: &DeadReason,
-    ) -> Result<Dispatch, String> {
-        if let DeadReason::Rejected(why) = reason {
-            self.refused.remember(seq, why);
-        }
-        let mut records = Records::default();
-        self.dead_letter(&msg, seq, reason, &mut records);
-        Box::pin(self.send(msg, seq, &records, Some(reason.label()))).await
     }
 }
 

@@ -10,11 +10,18 @@
 //! the last record of a partition carries the highest origin written there,
 //! and anything at or below it is already in Kafka.
 
-use crate::kafka::{KafkaSetupError, last_header};
+use crate::kafka::{KafkaSetupError, base_config};
+use crate::kafka_log::LoggingContext;
 use crate::records::ORIGIN_HEADER;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::debug;
 use tributary_config::uplink::KafkaSection;
 
 /// Where a record comes from: stream sequence, then index in the message.
@@ -146,6 +153,79 @@ impl Mark<'_> {
         self.advanced = true;
         true
     }
+}
+
+/// The value of header `name` of the last record of `topic`/`partition`,
+/// `Ok(None)` when the partition is empty or the record lacks the header.
+///
+/// The end of the partition is where a fetch says it is (the consumer's
+/// partition-EOF event, which comes from the fetch response's high
+/// watermark), never the `ListOffsets` answer alone: tansu 0.6.0's memory
+/// storage answers `ListOffsets(latest)` with the base offset of the most
+/// recently written *batch* plus one, which is below the true end whenever
+/// that batch holds more than one record. Reading at "high watermark - 1"
+/// then finds a record in the middle of the last batch, and exactly-once
+/// resends the rest of that batch (the duplicates its SIGKILL test found).
+/// That answer is still a lower bound of the end, so reading starts one
+/// before it and goes forward to the end.
+pub fn last_header(
+    config: &KafkaSection,
+    topic: &str,
+    partition: i32,
+    name: &str,
+) -> Result<Option<Vec<u8>>, KafkaSetupError> {
+    let fail = |reason: String| KafkaSetupError::Tail {
+        topic: topic.to_owned(),
+        partition,
+        reason,
+    };
+    let mut c = base_config(config);
+    c.set("group.id", "tributary-uplink-tail");
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("enable.partition.eof", "true");
+    // The end shows as an empty fetch; do not let the broker hold it for
+    // the default 500 ms (this read delays the first write to the
+    // partition).
+    c.set("fetch.wait.max.ms", "10");
+    c.set("socket.timeout.ms", "5000");
+    let consumer: BaseConsumer<LoggingContext> = c
+        .create_with_context(LoggingContext)
+        .map_err(KafkaSetupError::Config)?;
+    let (low, listed_high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| fail(format!("watermarks: {e}")))?;
+    let start = (listed_high - 1).max(low).max(0);
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(|e| fail(e.to_string()))?;
+    consumer.assign(&list).map_err(|e| fail(e.to_string()))?;
+    // The header of the last record read so far: `None` before any record.
+    let mut last: Option<Option<Vec<u8>>> = None;
+    let start_time = Instant::now();
+    while start_time.elapsed() < Duration::from_secs(30) {
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                debug!(
+                    topic,
+                    partition, start, listed_high, "read to the end of the partition"
+                );
+                return Ok(last.flatten());
+            }
+            Some(Err(e)) => return Err(fail(e.to_string())),
+            Some(Ok(m)) => {
+                last = Some(m.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value.map(<[u8]>::to_vec))
+                }));
+            }
+        }
+    }
+    Err(fail(format!(
+        "did not reach the end of the partition from offset {start} within 30s"
+    )))
 }
 
 #[cfg(test)]

@@ -5,25 +5,23 @@
 use crate::deliveries::Ledger;
 use crate::health::Health;
 use crate::kafka_log::{self, LoggingContext};
-use crate::pipeline::InFlight;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::info;
 use tributary_config::ValidationError;
 use tributary_config::uplink::KafkaSection;
 
 /// The producer the uplink writes with: its delivery reports settle the
 /// tickets of its [`Ledger`] (see [`crate::deliveries`]).
-pub type Producer = ThreadedProducer<UplinkContext>;
+pub type Producer<T> = ThreadedProducer<UplinkContext<T>>;
 
 /// Why Kafka could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +66,12 @@ pub enum KafkaSetupError {
 /// broker outages for the health endpoint, and settles delivery reports in
 /// the ledger.
 #[derive(Debug)]
-pub struct UplinkContext {
+pub struct UplinkContext<T> {
     health: Arc<Health>,
-    ledger: Arc<Ledger<InFlight>>,
+    ledger: Arc<Ledger<T>>,
 }
 
-impl UplinkContext {
+impl<T> UplinkContext<T> {
     /// A context reporting to `health`, with an empty ledger.
     pub fn new(health: Arc<Health>) -> Self {
         UplinkContext {
@@ -83,12 +81,12 @@ impl UplinkContext {
     }
 
     /// The ledger of the messages this producer writes.
-    pub fn ledger(&self) -> &Arc<Ledger<InFlight>> {
+    pub fn ledger(&self) -> &Arc<Ledger<T>> {
         &self.ledger
     }
 }
 
-impl ProducerContext for UplinkContext {
+impl<T: Send + Sync + 'static> ProducerContext for UplinkContext<T> {
     /// The record's [`Ticket`](crate::deliveries::Ticket).
     type DeliveryOpaque = usize;
 
@@ -98,7 +96,7 @@ impl ProducerContext for UplinkContext {
     }
 }
 
-impl ClientContext for UplinkContext {
+impl<T: Send + Sync + 'static> ClientContext for UplinkContext<T> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         kafka_log::log(level, fac, log_message);
     }
@@ -116,7 +114,7 @@ impl ClientContext for UplinkContext {
 
 /// Settings shared by every client (security and bootstrap): the user's
 /// properties that are not producer-only.
-fn base_config(k: &KafkaSection) -> ClientConfig {
+pub(crate) fn base_config(k: &KafkaSection) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
     c.set_log_level(RDKafkaLogLevel::Warning);
@@ -147,7 +145,7 @@ fn base_config(k: &KafkaSection) -> ClientConfig {
 /// memory storage answers `ProducerFenced` to every later write, and its
 /// sqlite storage panics in its storage task and then fails every request
 /// until restarted. At-least-once mode enforces `kafka.delivery_timeout`
-/// itself instead (see [`crate::pipeline`]): a write not confirmed in time
+/// itself instead (see [`crate::readings`]): a write not confirmed in time
 /// ends the session, and the next one uses a new producer (a new producer
 /// id, which every broker accepts).
 pub fn producer_config(k: &KafkaSection, exactly_once: bool) -> ClientConfig {
@@ -230,12 +228,12 @@ pub fn check_config(k: &KafkaSection, exactly_once: bool) -> Result<(), Validati
     Ok(())
 }
 
-/// Creates the producer.
-pub fn producer(
+/// Creates a producer whose ledger holds a `T` per message in flight.
+pub fn producer<T: Send + Sync + 'static>(
     k: &KafkaSection,
     exactly_once: bool,
     health: Arc<Health>,
-) -> Result<Producer, KafkaSetupError> {
+) -> Result<Producer<T>, KafkaSetupError> {
     producer_config(k, exactly_once)
         .create_with_context(UplinkContext::new(health))
         .map_err(KafkaSetupError::Config)
@@ -369,79 +367,6 @@ pub fn probe(config: &KafkaSection) -> Result<(), KafkaSetupError> {
             brokers: config.brokers.clone(),
             reason,
         })
-}
-
-/// The value of header `name` of the last record of `topic`/`partition`,
-/// `Ok(None)` when the partition is empty or the record lacks the header.
-///
-/// The end of the partition is where a fetch says it is (the consumer's
-/// partition-EOF event, which comes from the fetch response's high
-/// watermark), never the `ListOffsets` answer alone: tansu 0.6.0's memory
-/// storage answers `ListOffsets(latest)` with the base offset of the most
-/// recently written *batch* plus one, which is below the true end whenever
-/// that batch holds more than one record. Reading at "high watermark - 1"
-/// then finds a record in the middle of the last batch, and exactly-once
-/// resends the rest of that batch (the duplicates its SIGKILL test found).
-/// That answer is still a lower bound of the end, so reading starts one
-/// before it and goes forward to the end.
-pub fn last_header(
-    config: &KafkaSection,
-    topic: &str,
-    partition: i32,
-    name: &str,
-) -> Result<Option<Vec<u8>>, KafkaSetupError> {
-    let fail = |reason: String| KafkaSetupError::Tail {
-        topic: topic.to_owned(),
-        partition,
-        reason,
-    };
-    let mut c = base_config(config);
-    c.set("group.id", "tributary-uplink-tail");
-    c.set("enable.auto.commit", "false");
-    c.set("enable.auto.offset.store", "false");
-    c.set("enable.partition.eof", "true");
-    // The end shows as an empty fetch; do not let the broker hold it for
-    // the default 500 ms (this read delays the first write to the
-    // partition).
-    c.set("fetch.wait.max.ms", "10");
-    c.set("socket.timeout.ms", "5000");
-    let consumer: BaseConsumer<LoggingContext> = c
-        .create_with_context(LoggingContext)
-        .map_err(KafkaSetupError::Config)?;
-    let (low, listed_high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .map_err(|e| fail(format!("watermarks: {e}")))?;
-    let start = (listed_high - 1).max(low).max(0);
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(start))
-        .map_err(|e| fail(e.to_string()))?;
-    consumer.assign(&list).map_err(|e| fail(e.to_string()))?;
-    // The header of the last record read so far: `None` before any record.
-    let mut last: Option<Option<Vec<u8>>> = None;
-    let start_time = Instant::now();
-    while start_time.elapsed() < Duration::from_secs(30) {
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                debug!(
-                    topic,
-                    partition, start, listed_high, "read to the end of the partition"
-                );
-                return Ok(last.flatten());
-            }
-            Some(Err(e)) => return Err(fail(e.to_string())),
-            Some(Ok(m)) => {
-                last = Some(m.headers().and_then(|hs| {
-                    hs.iter()
-                        .find(|h| h.key == name)
-                        .and_then(|h| h.value.map(<[u8]>::to_vec))
-                }));
-            }
-        }
-    }
-    Err(fail(format!(
-        "did not reach the end of the partition from offset {start} within 30s"
-    )))
 }
 
 /// A record refused by Kafka for good: writing it again cannot succeed.

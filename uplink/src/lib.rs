@@ -17,8 +17,8 @@
 //! ```
 //!
 //! Modules: [`route`] (subjects to topics), [`records`] (messages to
-//! records), [`dead_letter`] (what is one, what it keeps), [`pipeline`]
-//! (the drain loop), [`deliveries`] (which messages Kafka confirmed),
+//! records), [`dead_letter`] (what is one, what it keeps), [`readings`]
+//! (the drain loop, NATS → Kafka), [`deliveries`] (which messages Kafka confirmed),
 //! [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's logs,
 //! rate-limited),
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
@@ -37,23 +37,20 @@ pub mod kafka_log;
 pub mod metrics;
 pub mod murmur2;
 pub mod nats_connect;
-pub mod pipeline;
+pub mod readings;
 pub mod records;
 pub mod route;
 pub mod tail;
 
-use crate::exactly_once::HighWater;
 use crate::health::Health;
 use crate::kafka::{KafkaSetupError, Topics};
 use crate::metrics::Metrics;
-use crate::pipeline::{Session, SessionEnd};
 use crate::route::Router;
-use rdkafka::producer::Producer as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use tributary_config::UplinkConfig;
 
 /// Why the uplink stopped with an error. Every variant happens at start,
@@ -78,9 +75,6 @@ pub enum RunError {
         reason: std::io::Error,
     },
 }
-
-/// The flush after the drain, before the producer goes.
-const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Runs the uplink until `shutdown` is cancelled, then drains in-flight
 /// work and returns.
@@ -141,7 +135,7 @@ async fn serve(
     let router = Router::new(config);
     let mut topics = Topics::new(&config.kafka);
     // Refusals outlive a session and its producer (see dead_letter.rs).
-    let mut refused = crate::dead_letter::Refused::default();
+    let mut refused = dead_letter::Refused::default();
     let dlq: Arc<str> = Arc::from(config.kafka.dead_letter_topic.as_str());
     for topic in router.fixed_topics().iter().chain([&dlq]) {
         let n = topics.partitions(topic).await?;
@@ -195,79 +189,17 @@ async fn serve(
         health.clone(),
         heartbeat.clone(),
     );
-    let mut first = true;
-    loop {
-        let producer = kafka::producer(&config.kafka, exactly_once, health.clone())?;
-        let consumer = if exactly_once {
-            jetstream::rewind_consumer(&stream, config).await?.0
-        } else {
-            jetstream::bind_consumer(&stream, config).await?
-        };
-        health.set_ready(true);
-        if first {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            info!(
-                stream = %config.stream.name,
-                consumer = %jetstream::durable_name(config),
-                exactly_once,
-                "uplink started"
-            );
-            first = false;
-        }
-        let mut session = Session {
-            config,
-            router: &router,
-            producer: &producer,
-            topics: &mut topics,
-            metrics: metrics.clone(),
-            health: health.clone(),
-            high_water: exactly_once.then(|| HighWater::new(&config.kafka)),
-            heartbeat: heartbeat.clone(),
-            stop: shutdown.clone(),
-            refused: &mut refused,
-        };
-        let end = session.run(&consumer, shutdown).await;
-        drop(session);
-        match end {
-            SessionEnd::Shutdown => {
-                // The drain waited for every confirmation it could get
-                // (`delivery_timeout` + 5 s): what is still queued now will
-                // not be acknowledged to JetStream anyway, so a short flush.
-                let _ = tokio::task::spawn_blocking(move || producer.flush(FINAL_FLUSH)).await;
-                info!("uplink stopped");
-                return Ok(());
-            }
-            SessionEnd::Failed(why) => {
-                if exactly_once {
-                    error!(
-                        why,
-                        "the drain session failed; starting a new one from what Kafka holds"
-                    );
-                } else {
-                    error!(
-                        why,
-                        "the drain session failed; starting a new one with a new producer (unacknowledged messages are redelivered)"
-                    );
-                }
-                // Stop the old producer for good before reading what Kafka
-                // holds: nothing it queued may land after that. Purging
-                // and destroying it block (librdkafka joins its threads),
-                // so not on a runtime worker.
-                let teardown = tokio::task::spawn_blocking(move || {
-                    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                    drop(producer);
-                });
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    _ = teardown => {}
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(config.consumer.nak_delay.get()) => {}
-                }
-            }
-        }
-    }
+    let drain = readings::Drain {
+        config,
+        stream: &stream,
+        router: &router,
+        topics: &mut topics,
+        refused: &mut refused,
+        metrics,
+        health,
+        heartbeat,
+    };
+    drain.run(shutdown).await
 }
 
 /// Background tasks: NATS connection state and a Kafka metadata probe feed

@@ -168,6 +168,18 @@ fn layer(options: Options<'_>, destination: Destination) -> BoxedLayer {
     }
 }
 
+/// An error and its sources, `: `-separated, for a log field.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

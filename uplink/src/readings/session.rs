@@ -1,5 +1,6 @@
-//! The drain loop: pull from JetStream, convert, produce, and acknowledge
-//! each message only after Kafka confirmed every record it produced.
+//! One drain session: pull from JetStream, convert, produce, and
+//! acknowledge each message only after Kafka confirmed every record it
+//! produced. The writes themselves are in [`super::send`].
 //!
 //! Messages are handled in the order they arrive; each one's records carry
 //! its ticket in the producer's [`Ledger`], which hands back the messages
@@ -15,45 +16,45 @@
 //! librdkafka itself never times writes out (see
 //! [`producer_config`](crate::kafka::producer_config) for why).
 
+use super::error::SessionError;
+use crate::dead_letter::Refused;
 use crate::deliveries::{Ledger, Outcome};
-use crate::exactly_once::{HighWater, Mark, Origin, owns};
+use crate::exactly_once::HighWater;
 use crate::health::Health;
 use crate::kafka::{KafkaSetupError, Producer, Topics, fatal, permanent};
 use crate::metrics::Metrics;
-use crate::murmur2::partition_for_key;
-use crate::records::{self, DeadReason, ORIGIN_HEADER, Record, Records};
+use crate::records::{self, DeadReason, Records};
 use crate::route::Router;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::Message;
 use futures::StreamExt;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer as _};
-use std::fmt::Write as _;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::Producer as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use tributary_config::UplinkConfig;
+use tributary_config::logging::error_chain;
 
 /// How a session ended.
 #[derive(Debug)]
 pub enum SessionEnd {
     /// Shutdown was asked for; in-flight work was drained.
     Shutdown,
-    /// Exactly-once: a write failed; the session must start over from
-    /// what Kafka holds.
-    Failed(String),
+    /// A failure only a new session (with a new producer, and in
+    /// exactly-once mode a fresh look at what Kafka holds) gets past.
+    Failed(SessionError),
 }
 
 /// A message whose records are being written, held by the producer's
 /// [`Ledger`] until Kafka answered for every one of them.
 #[derive(Debug)]
 pub struct InFlight {
-    msg: Message,
-    seq: u64,
+    pub(super) msg: Message,
+    pub(super) seq: u64,
     /// When these writes are the message's dead letter: its reason's label.
     pub(crate) dead_letter: Option<&'static str>,
 }
@@ -65,7 +66,7 @@ pub struct Session<'a> {
     /// The routing table.
     pub router: &'a Router,
     /// The producer.
-    pub producer: &'a Producer,
+    pub producer: &'a Producer<InFlight>,
     /// Partition counts.
     pub topics: &'a mut Topics,
     /// Counters.
@@ -81,7 +82,7 @@ pub struct Session<'a> {
     pub stop: CancellationToken,
     /// Messages Kafka refused for good, kept across sessions until their
     /// dead letters are written.
-    pub refused: &'a mut crate::dead_letter::Refused,
+    pub refused: &'a mut Refused,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -100,7 +101,7 @@ pub(crate) enum Dispatch {
 }
 
 impl Session<'_> {
-    fn ledger(&self) -> Arc<Ledger<InFlight>> {
+    pub(super) fn ledger(&self) -> Arc<Ledger<InFlight>> {
         self.producer.context().ledger().clone()
     }
 
@@ -189,7 +190,7 @@ impl Session<'_> {
             match tokio::time::timeout(left, ledger.notified()).await {
                 Ok(()) => {
                     if let Err(why) = self.complete_done(&ledger, &mut done).await {
-                        warn!(why, "a write failed while draining");
+                        warn!(error = %error_chain(&why), "a write failed while draining");
                         if self.high_water.is_some() {
                             break;
                         }
@@ -216,7 +217,7 @@ impl Session<'_> {
         &mut self,
         ledger: &Ledger<InFlight>,
         done: &mut Vec<(InFlight, Outcome)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         ledger.take_done(done);
         let mut result = Ok(());
         for (flight, outcome) in done.drain(..) {
@@ -230,7 +231,7 @@ impl Session<'_> {
     }
 
     /// Sets the in-flight gauge from the ledger.
-    fn publish_in_flight(&self, ledger: &Ledger<InFlight>) {
+    pub(super) fn publish_in_flight(&self, ledger: &Ledger<InFlight>) {
         let n = i64::try_from(ledger.in_flight()).unwrap_or(i64::MAX);
         self.metrics.in_flight.store(n, Relaxed);
     }
@@ -239,7 +240,7 @@ impl Session<'_> {
     /// within `kafka.delivery_timeout` is nak'ed and ends the session, so
     /// that the producer holding the stuck writes is purged and replaced.
     /// Exactly-once writes wait for as long as it takes.
-    async fn check_stalled(&mut self, ledger: &Ledger<InFlight>) -> Result<(), String> {
+    async fn check_stalled(&mut self, ledger: &Ledger<InFlight>) -> Result<(), SessionError> {
         if self.high_water.is_some() {
             return Ok(());
         }
@@ -259,10 +260,10 @@ impl Session<'_> {
         // purging it. Replace it, and have JetStream redeliver the message.
         self.health.kafka_down();
         self.answer(&flight.msg, self.nak()).await;
-        Err(format!(
-            "Kafka did not confirm the writes of stream sequence {} within {timeout:?}; replacing the producer",
-            flight.seq
-        ))
+        Err(SessionError::Stalled {
+            seq: flight.seq,
+            timeout,
+        })
     }
     async fn answer(&self, msg: &Message, kind: AckKind) {
         let counter = match kind {
@@ -277,7 +278,11 @@ impl Session<'_> {
     }
 
     /// Converts a message into `records` and starts their writes.
-    async fn dispatch(&mut self, msg: Message, records: &mut Records) -> Result<Dispatch, String> {
+    async fn dispatch(
+        &mut self,
+        msg: Message,
+        records: &mut Records,
+    ) -> Result<Dispatch, SessionError> {
         self.metrics.consumed.fetch_add(1, Relaxed);
         let (seq, pending) = match msg.info() {
             Ok(i) => (i.stream_sequence, i.pending),
@@ -343,180 +348,13 @@ impl Session<'_> {
         usize::try_from(self.config.kafka.max_record_bytes.as_u64()).unwrap_or(usize::MAX)
     }
 
-    fn nak(&self) -> AckKind {
+    pub(super) fn nak(&self) -> AckKind {
         AckKind::Nak(Some(self.config.consumer.nak_delay.get()))
-    }
-
-    /// The partition of `rec`, from its key; `None` lets the producer pick.
-    async fn partition(&mut self, rec: &Record<'_>) -> Result<Option<i32>, KafkaSetupError> {
-        let Some(key) = rec.key else {
-            return Ok(None);
-        };
-        let n = self.topics.partitions(rec.topic).await?;
-        Ok(Some(partition_for_key(key, n)))
-    }
-
-    /// Starts the writes of one message's records (`dead_letter`: the
-    /// label of the reason when they are its dead letter).
-    pub(crate) async fn send(
-        &mut self,
-        msg: Message,
-        seq: u64,
-        records: &Records,
-        dead_letter: Option<&'static str>,
-    ) -> Result<Dispatch, String> {
-        let ledger = self.ledger();
-        let ticket = ledger.open();
-        let mut writes = 0u32;
-        let eo = &self.config.exactly_once;
-        let (replica, replicas) = (eo.replica, eo.replica_count());
-        // The records of a message mostly share topic and key: the last
-        // record's partition, and in exactly-once mode the partition's mark.
-        let mut last: Option<(Record<'_>, Option<i32>)> = None;
-        let mut mark: Option<Mark<'_>> = None;
-        // The origin header's value, reused from record to record.
-        let mut origin_value = String::new();
-        // When librdkafka's queue was first found full for this message.
-        let mut queue_full_since: Option<Instant> = None;
-        for (index, rec) in records.iter().enumerate() {
-            let partition = match last {
-                Some((prev, p)) if same_target(&prev, &rec) => p,
-                _ => match self.partition(&rec).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        ledger.abandon(ticket, writes);
-                        self.flush_mark(mark);
-                        if writes == 0 {
-                            warn!(error = %e, topic = %rec.topic, "topic unavailable; will retry the message");
-                            return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
-                        }
-                        return Err(format!("topic {} unavailable mid-message: {e}", rec.topic));
-                    }
-                },
-            };
-            last = Some((rec, partition));
-            let mut headers = OwnedHeaders::new_with_capacity(rec.headers().len() + 1);
-            for (key, value) in rec.headers() {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            if let Some(hw) = self.high_water.as_mut() {
-                let p = partition.expect("exactly-once records always have a key");
-                if !owns(p, replica, replicas) {
-                    self.metrics.skipped.fetch_add(1, Relaxed);
-                    continue;
-                }
-                let origin = Origin {
-                    seq,
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                };
-                let m = match hw.mark(mark.take(), rec.topic, p).await {
-                    Ok(m) => mark.insert(m),
-                    Err(e) => {
-                        ledger.abandon(ticket, writes);
-                        return Err(format!("exactly-once: {e}"));
-                    }
-                };
-                if !m.admit(origin) {
-                    self.metrics.skipped.fetch_add(1, Relaxed);
-                    continue;
-                }
-                origin_value.clear();
-                write!(origin_value, "{origin}").expect("writing to a String cannot fail");
-                headers = headers.insert(Header {
-                    key: ORIGIN_HEADER,
-                    value: Some(origin_value.as_bytes()),
-                });
-            }
-            let mut br = BaseRecord::with_opaque_to(rec.topic, ticket.opaque())
-                .payload(rec.payload)
-                .headers(headers);
-            if let Some(k) = rec.key {
-                br = br.key(&**k);
-            }
-            if let Some(p) = partition {
-                br = br.partition(p);
-            }
-            loop {
-                match self.producer.send(br) {
-                    Ok(()) => {
-                        writes += 1;
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // The queue drains as Kafka confirms: wait, then try
-                        // again, but never past shutdown nor, at least once,
-                        // past `kafka.delivery_timeout` (Kafka is away: the
-                        // session ends and the producer is replaced, as for
-                        // a stalled write).
-                        br = back;
-                        let waited = queue_full_since.get_or_insert_with(Instant::now).elapsed();
-                        let give_up = self.stop.is_cancelled()
-                            || (self.high_water.is_none()
-                                && waited >= self.config.kafka.delivery_timeout.get());
-                        if give_up {
-                            ledger.abandon(ticket, writes);
-                            self.metrics.delivery_errors.fetch_add(1, Relaxed);
-                            if writes == 0 && self.high_water.is_none() {
-                                return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
-                            }
-                            return Err(format!(
-                                "librdkafka's queue stayed full for {waited:?} (Kafka unreachable or slow)"
-                            ));
-                        }
-                        tokio::select! {
-                            () = self.stop.cancelled() => {}
-                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                        }
-                    }
-                    Err((e, _)) if self.high_water.is_none() && writes == 0 => {
-                        ledger.abandon(ticket, 0);
-                        self.metrics.delivery_errors.fetch_add(1, Relaxed);
-                        if permanent(&e) && dead_letter.is_none() {
-                            let reason = DeadReason::Rejected(e.to_string());
-                            return self.send_dead_letter(msg, seq, &reason).await;
-                        }
-                        warn!(error = %e, "the producer refused a record; will retry the message");
-                        return Ok(Dispatch::Answer(Box::new(msg), self.nak()));
-                    }
-                    Err((e, _)) => {
-                        ledger.abandon(ticket, writes);
-                        self.metrics.delivery_errors.fetch_add(1, Relaxed);
-                        return Err(format!("the producer refused a record: {e}"));
-                    }
-                }
-            }
-        }
-        self.flush_mark(mark);
-        if writes == 0 {
-            ledger.abandon(ticket, 0);
-            return Ok(Dispatch::Answer(Box::new(msg), AckKind::Ack));
-        }
-        ledger.seal(
-            ticket,
-            writes,
-            InFlight {
-                msg,
-                seq,
-                dead_letter,
-            },
-        );
-        self.publish_in_flight(&ledger);
-        Ok(Dispatch::Pending)
-    }
-
-    /// Records in the high-water marks what was sent to `mark`'s partition.
-    fn flush_mark(&mut self, mark: Option<Mark<'_>>) {
-        if let (Some(hw), Some(mark)) = (self.high_water.as_mut(), mark) {
-            hw.record(mark);
-        }
     }
 
     /// Acts on a message's write outcome: ack, nak, dead-letter or (in
     /// exactly-once mode) fail the session.
-    async fn complete(&mut self, done: InFlight, outcome: Outcome) -> Result<(), String> {
+    async fn complete(&mut self, done: InFlight, outcome: Outcome) -> Result<(), SessionError> {
         self.metrics
             .produced
             .fetch_add(u64::from(outcome.confirmed), Relaxed);
@@ -532,20 +370,20 @@ impl Session<'_> {
         };
         self.metrics.delivery_errors.fetch_add(1, Relaxed);
         if self.high_water.is_some() {
-            return Err(format!(
-                "a Kafka write of stream sequence {} failed: {err}",
-                done.seq
-            ));
+            return Err(SessionError::WriteFailed {
+                seq: done.seq,
+                source: err,
+            });
         }
         if fatal(&err) {
             // An idempotent producer in a fatal state (fenced, epoch lost)
             // refuses every later write: a new session with a new producer
             // is the only way on. The message is redelivered.
             self.answer(&done.msg, self.nak()).await;
-            return Err(format!(
-                "the Kafka producer hit a fatal error at stream sequence {}: {err}; recreating it",
-                done.seq
-            ));
+            return Err(SessionError::FatalProducer {
+                seq: done.seq,
+                source: err,
+            });
         }
         if permanent(&err) {
             if done.dead_letter.is_some() {
@@ -570,15 +408,4 @@ impl Session<'_> {
         self.answer(&done.msg, self.nak()).await;
         Ok(())
     }
-}
-
-/// Whether two records of a message go to the same topic with the same
-/// key (and so to the same partition).
-fn same_target(a: &Record<'_>, b: &Record<'_>) -> bool {
-    Arc::ptr_eq(a.topic, b.topic)
-        && match (a.key, b.key) {
-            (Some(x), Some(y)) => Arc::ptr_eq(x, y) || x == y,
-            (None, None) => true,
-            _ => false,
-        }
 }
