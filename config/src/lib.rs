@@ -17,6 +17,7 @@ pub mod agent;
 #[cfg(feature = "client")]
 pub mod check;
 pub mod control;
+pub mod downlink;
 mod error;
 #[cfg(feature = "logging")]
 pub mod logging;

@@ -16,7 +16,8 @@
 //! Tables: `[nats]` (the hub), `[stream]`, `[consumer]`, `[kafka]` (the
 //! default route, producer settings, topic creation, dead letters),
 //! `[[routes]]` (subject patterns to topics, first match wins),
-//! `[exactly_once]` and `[http]` (metrics and health).
+//! `[exactly_once]`, `[http]` (metrics and health), `[control]`, and the
+//! downlink's `[commands]` and `[[downlink]]` ([`crate::downlink`]).
 
 use crate::nats::NatsConnection;
 use crate::size::{count, option_count, option_size, size};
@@ -58,6 +59,12 @@ pub struct UplinkConfig {
     /// The uplink as a NATS service (`status`).
     #[serde(default)]
     pub control: crate::control::UplinkControl,
+    /// Where commands wait for devices, and where outcomes go.
+    #[serde(default)]
+    pub commands: crate::downlink::CommandsSection,
+    /// Kafka topics of commands to devices (none by default: no downlink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downlink: Vec<crate::downlink::DownlinkRule>,
 }
 
 /// How JetStream stores the stream.
@@ -523,6 +530,7 @@ impl Validate for UplinkConfig {
             format!("{p}.device.d.status"),
             format!("{p}.event.d.config"),
             format!("{p}.uplink.c.i.status"),
+            format!("{p}.cmd.d.a"),
         ];
         if let Some(s) = self.stream.subjects.iter().find(|s| {
             probes
@@ -566,6 +574,31 @@ impl Validate for UplinkConfig {
                 check_topic(&format!("routes[{i}].topic"), r.topic.get_ref())
                     .map_err(|e| ValidationError::new(e.key, Some(r.topic.span()), e.message))?;
             }
+        }
+        check_name("commands.stream", &self.commands.stream, "stream")?;
+        if self.commands.stream == self.stream.name {
+            return Err(invalid(
+                "commands.stream",
+                "must differ from stream.name (commands and readings are separate streams)",
+            ));
+        }
+        let bucket = &self.commands.positions_bucket;
+        if bucket.is_empty()
+            || !bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "commands.positions_bucket",
+                format!("{bucket:?} is not a bucket name (letters, digits, '-' and '_')"),
+            ));
+        }
+        check_topic("commands.outcome_topic", &self.commands.outcome_topic)?;
+        for (i, rule) in self.downlink.iter().enumerate() {
+            let key = format!("downlink[{i}]");
+            check_topic(&format!("{key}.topic"), rule.topic.get_ref())
+                .map_err(|e| ValidationError::new(e.key, Some(rule.topic.span()), e.message))?;
+            rule.validate(&key, &self.control.subject_prefix)?;
         }
         let eo = &self.exactly_once;
         if eo.replica >= eo.replica_count() {

@@ -210,3 +210,31 @@ pub async fn rewind_consumer(
         .map_err(|e| api("consumer creation")(e.into()))?;
     Ok((consumer, floor))
 }
+/// The key-value bucket `bucket`, created when missing with `history`
+/// values per key. Its stream is made as the KV clients make it:
+/// async-nats's `create_key_value` first asks for the account info, whose
+/// reply it cannot parse from a nats-server 2.9 (Debian 12's).
+pub async fn key_value_bucket(
+    js: &Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+) -> Result<async_nats::jetstream::kv::Store, async_nats::Error> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await?;
+    Ok(js.get_key_value(bucket).await?)
+}

@@ -22,12 +22,14 @@
 //! [`exactly_once`], [`kafka`], [`kafka_log`] (librdkafka's logs,
 //! rate-limited),
 //! [`jetstream`], [`nats_connect`], [`murmur2`], [`metrics`], [`health`],
-//! [`control`] (the uplink as a NATS service), [`tail`] (the `tail`
+//! [`control`] (the uplink as a NATS service), [`downlink`] (Kafka → NATS:
+//! commands to devices), [`tail`] (the `tail`
 //! subcommand), [`fleet`] (the `fleet` subcommand: the central command).
 
 pub mod control;
 pub mod dead_letter;
 pub mod deliveries;
+pub mod downlink;
 pub mod exactly_once;
 pub mod fleet;
 pub mod health;
@@ -66,6 +68,12 @@ pub enum RunError {
     /// Kafka could not be set up (configuration, missing topic, brokers).
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
+    /// The downlink failed (its command stream, positions or Kafka).
+    #[error(transparent)]
+    Downlink(#[from] downlink::DownlinkError),
+    /// The downlink's task panicked (a bug: the message says where).
+    #[error("the downlink panicked: {0}")]
+    DownlinkPanicked(String),
     /// The metrics endpoint could not listen.
     #[error("cannot listen on {addr} for the metrics endpoint: {reason}")]
     Http {
@@ -181,6 +189,17 @@ async fn serve(
         }
     }
     let heartbeat = Arc::new(AtomicU64::new(0));
+    // The downlink beside the drain loop, on the same connection: if it
+    // fails, the uplink ends with its cause (systemd restarts it).
+    let downlink = (!config.downlink.is_empty()).then(|| {
+        let part = downlink::Downlink {
+            client: client.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(part.run(stop_tasks.clone()))
+    });
     spawn_watchers(
         tasks,
         stop_tasks,
@@ -189,6 +208,7 @@ async fn serve(
         health.clone(),
         heartbeat.clone(),
     );
+    let readings_stop = shutdown.child_token();
     let drain = readings::Drain {
         config,
         stream: &stream,
@@ -199,7 +219,27 @@ async fn serve(
         health,
         heartbeat,
     };
-    drain.run(shutdown).await
+    let readings = drain.run(&readings_stop);
+    let Some(mut downlink) = downlink else {
+        return readings.await;
+    };
+    tokio::pin!(readings);
+    tokio::select! {
+        result = &mut readings => {
+            stop_tasks.cancel();
+            let _ = downlink.await;
+            result
+        }
+        ended = &mut downlink => {
+            readings_stop.cancel();
+            let result = readings.await;
+            match ended {
+                Ok(Ok(())) => result,
+                Ok(Err(e)) => Err(RunError::Downlink(e)),
+                Err(panic) => Err(RunError::DownlinkPanicked(panic.to_string())),
+            }
+        }
+    }
 }
 
 /// Background tasks: NATS connection state and a Kafka metadata probe feed

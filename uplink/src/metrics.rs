@@ -50,6 +50,12 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     /// Messages pending in the JetStream consumer (as of the last message).
     pub js_pending: AtomicU64,
+    /// Downlink: commands the hub's command stream acknowledged.
+    pub commands_published: AtomicU64,
+    /// Downlink: command records sent to the dead-letter topic.
+    pub commands_dead_lettered: AtomicU64,
+    /// Outcomes of commands, from devices, written to the outcome topic.
+    pub outcomes: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -115,6 +121,21 @@ impl Metrics {
             "tributary_uplink_terminated_total",
             "Messages terminated (kept in the stream, not redelivered).",
             self.terminated.load(Relaxed),
+        );
+        counter(
+            "tributary_uplink_commands_published_total",
+            "Commands read from Kafka and stored in the hub's command stream.",
+            self.commands_published.load(Relaxed),
+        );
+        counter(
+            "tributary_uplink_commands_dead_lettered_total",
+            "Command records that are not commands, sent to the dead-letter topic.",
+            self.commands_dead_lettered.load(Relaxed),
+        );
+        counter(
+            "tributary_uplink_outcomes_total",
+            "Command outcomes from devices, converted for the outcome topic.",
+            self.outcomes.load(Relaxed),
         );
         counter(
             "tributary_uplink_delivery_errors_total",

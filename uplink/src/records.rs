@@ -198,6 +198,10 @@ pub enum DeadReason {
     /// Its subject routes to an illegal topic name.
     #[error("unroutable: {0}")]
     Unroutable(#[from] RouteError),
+    /// It says it is a command outcome (header `Tributary-Kind`) and is
+    /// not one, or not from the device its subject names.
+    #[error("undecodable command outcome: {0}")]
+    BadOutcome(String),
     /// A record would exceed `kafka.max_record_bytes`.
     #[error("oversized: a record of {bytes} bytes exceeds the limit of {limit} bytes")]
     Oversized {
@@ -215,7 +219,7 @@ impl DeadReason {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            DeadReason::Undecodable(_) => "undecodable",
+            DeadReason::Undecodable(_) | DeadReason::BadOutcome(_) => "undecodable",
             DeadReason::Unroutable(_) => "unroutable",
             DeadReason::Oversized { .. } => "oversized",
             DeadReason::Rejected(_) => "rejected",
@@ -243,6 +247,9 @@ pub fn convert(
     out: &mut Records,
 ) -> Result<(), DeadReason> {
     out.clear();
+    if is_outcome(headers) {
+        return outcome(router, subject, payload, out);
+    }
     let target = router.route(subject)?;
     let envelope: Option<Envelope> =
         crate::dead_letter::envelope_of(target.encoding, headers, payload)?;
@@ -283,6 +290,48 @@ pub fn convert(
             limit: max_record,
         });
     }
+    Ok(())
+}
+
+/// Whether the message is a device's command outcome
+/// ([`tributary_wire::command::KIND_HEADER`]).
+fn is_outcome(headers: Option<&HeaderMap>) -> bool {
+    use tributary_wire::command::{KIND_HEADER, OUTCOME_KIND};
+    headers
+        .and_then(|h| h.get(KIND_HEADER))
+        .is_some_and(|v| v.as_str() == OUTCOME_KIND)
+}
+
+/// A command outcome into one record on the outcome topic, keyed by
+/// device, its JSON unchanged; it must decode, and its device must be the
+/// one its subject (`<prefix>.<device>.$outcome`) names, the only one whose
+/// permissions let it publish there.
+fn outcome(
+    router: &Router,
+    subject: &str,
+    payload: &[u8],
+    out: &mut Records,
+) -> Result<(), DeadReason> {
+    use tributary_wire::command::{OUTCOME_TOKEN, Outcome};
+    let doc: Outcome =
+        serde_json::from_slice(payload).map_err(|e| DeadReason::BadOutcome(e.to_string()))?;
+    let device = subject
+        .strip_suffix(OUTCOME_TOKEN)
+        .and_then(|s| s.strip_suffix('.'))
+        .and_then(|s| s.rsplit('.').next());
+    if device != Some(doc.device.as_str()) {
+        return Err(DeadReason::BadOutcome(format!(
+            "the outcome names device {:?} but came on {subject:?}",
+            doc.device
+        )));
+    }
+    let key: Arc<[u8]> = Arc::from(doc.device.as_bytes());
+    out.push(router.outcome_topic(), Some(&key), |b| {
+        b.extend_from_slice(payload)
+    });
+    out.header("tributary-command-id", |b| {
+        b.extend_from_slice(doc.command_id.as_bytes())
+    });
     Ok(())
 }
 
@@ -472,5 +521,48 @@ mod tests {
             panic!("not a dead letter")
         };
         assert_eq!(reason.label(), "oversized");
+    }
+
+    #[test]
+    fn a_command_outcome_goes_to_the_outcome_topic_keyed_by_its_device_and_unchanged() {
+        let r = router("");
+        let mut headers = HeaderMap::new();
+        headers.insert(tributary_wire::command::KIND_HEADER, "command-outcome");
+        let doc = br#"{"format":1,"command_id":"c1","device":"pi-1","actuator":"vent","value":3,"outcome":"applied","issued_at_ms":1,"received_at_ms":2,"finished_at_ms":3}"#;
+        let mut out = Records::default();
+        convert(
+            &r,
+            "tributary.pi-1.$outcome",
+            Some(&headers),
+            doc,
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        let rec = out.iter().next().unwrap();
+        assert_eq!(&**rec.topic, "tributary.outcomes");
+        assert_eq!(rec.key.map(|k| k.to_vec()), Some(b"pi-1".to_vec()));
+        assert_eq!(rec.payload, &doc[..]);
+        let spoofed = convert(
+            &r,
+            "tributary.pi-2.$outcome",
+            Some(&headers),
+            doc,
+            1 << 20,
+            &mut out,
+        );
+        assert!(
+            matches!(spoofed, Err(DeadReason::BadOutcome(_))),
+            "{spoofed:?}"
+        );
+        let broken = convert(
+            &r,
+            "tributary.pi-1.$outcome",
+            Some(&headers),
+            b"{}",
+            1 << 20,
+            &mut out,
+        );
+        assert!(matches!(broken, Err(DeadReason::BadOutcome(_))));
     }
 }

@@ -47,6 +47,7 @@ struct Rule {
 pub struct Router {
     rules: Vec<Rule>,
     default: Target,
+    outcomes: Arc<str>,
 }
 
 impl Router {
@@ -82,12 +83,18 @@ impl Router {
             .collect();
         Router {
             rules,
+            outcomes: Arc::from(config.commands.outcome_topic.as_str()),
             default: Target {
                 topic: Arc::from(config.kafka.topic.as_str()),
                 encoding: config.kafka.encoding,
                 key: config.kafka.key,
             },
         }
+    }
+
+    /// The topic command outcomes go to (`commands.outcome_topic`).
+    pub fn outcome_topic(&self) -> &Arc<str> {
+        &self.outcomes
     }
 
     /// The target of `subject`.

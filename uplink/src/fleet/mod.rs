@@ -180,40 +180,17 @@ impl Fleet {
     /// ([`tributary_config::validate_fleet`]).
     pub async fn push(&self, bucket: &str, device: &str, text: &str) -> Result<u64, FleetError> {
         let js = async_nats::jetstream::new(self.client.clone());
-        let store = match js.get_key_value(bucket).await {
-            Ok(s) => s,
-            Err(_) => {
-                // The bucket's stream, made as the KV clients make it:
-                // async-nats's `create_key_value` first asks for the
-                // account info, whose reply it cannot parse from a
-                // nats-server 2.9 (Debian 12's).
-                use async_nats::jetstream::stream;
-                let config = stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some(
-                        "Tributary fleet configuration, one key per device".to_owned(),
-                    ),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: BUCKET_HISTORY,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: stream::DiscardPolicy::New,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                };
-                let bucket_error = |e: async_nats::Error| FleetError::Bucket {
-                    bucket: bucket.to_owned(),
-                    source: e,
-                };
-                js.get_or_create_stream(config)
-                    .await
-                    .map_err(|e| bucket_error(e.into()))?;
-                js.get_key_value(bucket)
-                    .await
-                    .map_err(|e| bucket_error(e.into()))?
-            }
-        };
+        let store = crate::jetstream::key_value_bucket(
+            &js,
+            bucket,
+            "Tributary fleet configuration, one key per device",
+            BUCKET_HISTORY,
+        )
+        .await
+        .map_err(|e| FleetError::Bucket {
+            bucket: bucket.to_owned(),
+            source: e,
+        })?;
         store
             .put(device, text.to_owned().into())
             .await

@@ -310,6 +310,13 @@ impl Session<'_> {
                 self.metrics
                     .readings
                     .fetch_add(records.readings() as u64, Relaxed);
+                if records
+                    .iter()
+                    .next()
+                    .is_some_and(|r| Arc::ptr_eq(r.topic, self.router.outcome_topic()))
+                {
+                    self.metrics.outcomes.fetch_add(1, Relaxed);
+                }
                 // Every topic must exist before anything is written.
                 let mut missing = None;
                 let mut checked: Option<&Arc<str>> = None;
