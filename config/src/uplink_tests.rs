@@ -222,3 +222,41 @@ fn the_stream_is_bounded_by_default_and_can_be_made_unbounded() {
     assert_eq!(c.stream.max_age, Some(Duration::ZERO));
     assert_eq!(c.stream.max_bytes.map(|b| b.as_u64()), Some(0));
 }
+
+#[test]
+fn downlink_rules_parse_with_their_defaults_and_bad_ones_name_their_key() {
+    let c = load("[[downlink]]\ntopic = \"commands\"\n").unwrap();
+    let rule = &c.downlink[0];
+    assert_eq!(rule.device, crate::downlink::FieldSource::Key);
+    assert_eq!(
+        rule.subject_template(&c.control.subject_prefix),
+        "tributary-ctl.cmd.{device}.{actuator}"
+    );
+    assert_eq!(rule.expire_after.get(), Duration::from_secs(300));
+    assert_eq!(c.commands.stream, "TRIBUTARY_COMMANDS");
+    assert_eq!(
+        key_of("[[downlink]]\ntopic = \"commands\"\nsubject = \"cmd.{device}.{actuator}\"\n"),
+        "downlink[0].subject"
+    );
+    assert_eq!(
+        key_of("[[downlink]]\ntopic = \"bad topic\"\n"),
+        "downlink[0].topic"
+    );
+    assert!(load("[[downlink]]\ntopic = \"c\"\ndevice = \"body\"\n").is_err());
+    assert!(
+        load("[[downlink]]\ntopic = \"c\"\nsubject = \"tributary-ctl.cmd.{device}.relay\"\n")
+            .is_ok()
+    );
+    assert_eq!(
+        key_of("[commands]\nstream = \"TRIBUTARY\"\n"),
+        "commands.stream"
+    );
+}
+
+#[test]
+fn a_readings_stream_that_would_capture_the_commands_is_refused() {
+    assert_eq!(
+        key_of("[stream]\nsubjects = [\"tributary-ctl.cmd.>\"]\n"),
+        "stream.subjects"
+    );
+}

@@ -50,13 +50,6 @@ pub enum NotACommand {
     BadField(&'static str),
 }
 
-impl NotACommand {
-    /// The label of the dead-letter reason.
-    pub fn label(&self) -> &'static str {
-        "undecodable"
-    }
-}
-
 /// Reads `record` into a command by `rule`; `now_ms` stands in for a record
 /// without a timestamp.
 pub fn read(

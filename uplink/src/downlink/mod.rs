@@ -273,7 +273,7 @@ impl Downlink {
     ) -> bool {
         warn!(topic = view.topic, partition = view.partition, offset = view.offset, reason = %why, "dead-lettering a command record");
         let source = format!("{}:{}:{}", view.topic, view.partition, view.offset);
-        let reason = format!("{}: {why}", why.label());
+        let reason = format!("undecodable command: {why}");
         let mut failures = Window::default();
         loop {
             let mut headers = OwnedHeaders::new();
