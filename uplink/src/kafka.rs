@@ -356,17 +356,56 @@ fn lookup_or_create(config: &KafkaSection, topic: &str) -> Result<i32, KafkaSetu
     }
 }
 
-/// Checks that the brokers answer (a metadata request), for the health
+/// A metadata client for [`Prober::probe`], made once: one set of
+/// librdkafka threads and connections for the uplink's life, not one every
 /// probe.
-pub fn probe(config: &KafkaSection) -> Result<(), KafkaSetupError> {
-    let consumer = metadata_consumer(config)?;
-    consumer
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map(|_| ())
-        .map_err(|reason| KafkaSetupError::Unreachable {
+#[derive(Clone)]
+pub struct Prober {
+    consumer: Arc<BaseConsumer<LoggingContext>>,
+    brokers: String,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Prober {
+    /// The last one destroys the client off the runtime: librdkafka waits
+    /// there for requests to a frozen broker to time out, which must not
+    /// hold a stop (the process may end first; nothing is lost).
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.consumer) == 1 {
+            let consumer = self.consumer.clone();
+            let _ = std::thread::Builder::new()
+                .name("kafka-probe-drop".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
+impl Prober {
+    /// A prober of `config`'s brokers.
+    pub fn new(config: &KafkaSection) -> Result<Prober, KafkaSetupError> {
+        Ok(Prober {
+            consumer: Arc::new(metadata_consumer(config)?),
             brokers: config.brokers.clone(),
-            reason,
         })
+    }
+
+    /// Whether the brokers answer a metadata request within 5 s (blocks).
+    pub fn probe(&self) -> Result<(), KafkaSetupError> {
+        self.consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|_| ())
+            .map_err(|reason| KafkaSetupError::Unreachable {
+                brokers: self.brokers.clone(),
+                reason,
+            })
+    }
 }
 
 /// A record refused by Kafka for good: writing it again cannot succeed.

@@ -267,7 +267,14 @@ fn spawn_watchers(
             }
         }
     });
-    let (stop2, kafka) = (stop.clone(), config.kafka.clone());
+    let stop2 = stop.clone();
+    let prober = match kafka::Prober::new(&config.kafka) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(error = %e, "cannot make the Kafka health probe; /health will report Kafka down");
+            None
+        }
+    };
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         // A probe every 2 s through an outage: one line a minute.
@@ -277,10 +284,13 @@ fn spawn_watchers(
                 () = stop2.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let k = kafka.clone();
-            // A probe of a frozen broker takes its 5 s timeout and then
-            // librdkafka's teardown: never make the stop wait for it.
-            let probe = tokio::task::spawn_blocking(move || kafka::probe(&k));
+            let Some(p) = prober.clone() else {
+                health.kafka_down();
+                continue;
+            };
+            // A probe of a frozen broker takes its 5 s timeout: never make
+            // the stop wait for it.
+            let probe = tokio::task::spawn_blocking(move || p.probe());
             let outcome = tokio::select! {
                 () = stop2.cancelled() => return,
                 outcome = probe => outcome,
