@@ -112,7 +112,8 @@ async fn stream_info(hub: &NatsCluster) -> Result<async_nats::jetstream::stream:
 /// counter values 0..n without a gap, n the stream's message count.
 async fn all_acknowledged_readings_reach_kafka(rig: &mut Rig) -> Result<BTreeSet<i64>> {
     stop_cleanly(&mut rig.agent)?;
-    let stored = stream_info(&rig.hub).await?.state.messages;
+    let state = stream_info(&rig.hub).await?.state;
+    let stored = state.messages;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         // While the uplink still writes, a read to the end may not find it.
@@ -126,7 +127,9 @@ async fn all_acknowledged_readings_reach_kafka(rig: &mut Rig) -> Result<BTreeSet
         }
         assert!(
             Instant::now() < deadline,
-            "the stream holds {stored} readings, Kafka {} distinct (missing {:?})\nuplink:\n{}",
+            "the stream holds {stored} readings (seq {}..={}), Kafka {} distinct (missing {:?})\nuplink:\n{}",
+            state.first_sequence,
+            state.last_sequence,
             values.len(),
             tributary_tests::tributary::missing_counter_values(&values)
                 .into_iter()
