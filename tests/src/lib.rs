@@ -7,6 +7,7 @@
 //! | type                 | server                                   | notes                                  |
 //! |----------------------|------------------------------------------|----------------------------------------|
 //! | [`NatsServer`]       | `nats-server` hub (JetStream) or leaf     | 2.9.10 (Debian) and 2.15.x             |
+//! | [`NatsCluster`]      | 3 (n) routed `nats-server`s, JetStream    | per-node kill/restart, stream leader   |
 //! | [`Kafka`]            | `tansu broker` 0.6.0                      | sqlite (persistent) or memory storage  |
 //! | [`KafkaReader`]      | reads topics back (assign, no groups)     | records with key, headers, payload, each validated against the published schemas ([`schema`]) |
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
@@ -62,6 +63,7 @@ pub mod kafka;
 pub mod monitoring;
 pub mod mosquitto;
 pub mod nats;
+pub mod nats_cluster;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
@@ -79,6 +81,7 @@ pub use jwt::JwtAuth;
 pub use kafka::{Kafka, KafkaStorage};
 pub use mosquitto::Mosquitto;
 pub use nats::{ClientAuth, Credentials, NatsOptions, NatsServer};
+pub use nats_cluster::NatsCluster;
 pub use ports::free_port;
 pub use process::{ProcessSpec, ServerProcess, pid_exists};
 pub use prometheus::{Alert, Prometheus, PrometheusSetup};

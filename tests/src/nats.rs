@@ -99,7 +99,7 @@ pub struct NatsOptions {
 #[derive(Debug, Clone)]
 enum Role {
     Hub { leaf_port: u16 },
-    Leaf { hub_http_port: u16 },
+    Leaf { hub_http_ports: Vec<u16> },
 }
 
 /// The hub's JetStream domain: what makes its JetStream API reachable from
@@ -152,8 +152,24 @@ impl NatsServer {
             ),
             None => format!("nats-leaf://127.0.0.1:{leaf_port}"),
         };
-        let hub_http_port = hub.http_port;
-        let mut server = Self::spawn(Role::Leaf { hub_http_port }, options, Some(url))?;
+        let hub_http_ports = vec![hub.http_port];
+        let mut server = Self::spawn(Role::Leaf { hub_http_ports }, options, Some(url))?;
+        server.wait_ready()?;
+        server.wait_leaf_connected(READY_TIMEOUT)?;
+        Ok(server)
+    }
+
+    /// A leafnode whose one remote lists every node of a clustered hub
+    /// (`leaf_urls`, `nats-leaf://…`; it connects to one and fails over to
+    /// the others), `hub_http_ports` their monitoring ports. Returns once one
+    /// node sees the link. See [`crate::NatsCluster::leaf`].
+    pub fn leaf_of_cluster(
+        leaf_urls: &[String],
+        hub_http_ports: Vec<u16>,
+        options: NatsOptions,
+    ) -> Result<Self> {
+        let urls = leaf_urls.join(",");
+        let mut server = Self::spawn(Role::Leaf { hub_http_ports }, options, Some(urls))?;
         server.wait_ready()?;
         server.wait_leaf_connected(READY_TIMEOUT)?;
         Ok(server)
@@ -230,14 +246,14 @@ impl NatsServer {
     /// # Panics
     /// When called on a hub.
     pub fn wait_leaf_connected(&self, timeout: Duration) -> Result<()> {
-        let Role::Leaf { hub_http_port } = self.role else {
+        let Role::Leaf { hub_http_ports } = &self.role else {
             panic!("wait_leaf_connected is for leafs; {} is a hub", self.name);
         };
         let http_port = self.http_port;
         let start = std::time::Instant::now();
         let mut reason = String::new();
         while start.elapsed() < timeout {
-            match leaf_connected(http_port, hub_http_port) {
+            match leaf_connected(http_port, hub_http_ports) {
                 Ok(true) => return Ok(()),
                 Ok(false) => reason = "no leafnode connection yet".into(),
                 Err(e) => reason = e,
@@ -364,7 +380,7 @@ impl NatsServer {
 
 crate::process::delegate_process_methods!(NatsServer);
 
-fn leaf_connected(leaf_http: u16, hub_http: u16) -> std::result::Result<bool, String> {
+fn leaf_connected(leaf_http: u16, hub_http: &[u16]) -> std::result::Result<bool, String> {
     let count = |port: u16| -> std::result::Result<u64, String> {
         let (status, body) = http_get(port, "/leafz").map_err(|e| e.to_string())?;
         if status != 200 {
@@ -374,11 +390,16 @@ fn leaf_connected(leaf_http: u16, hub_http: u16) -> std::result::Result<bool, St
             serde_json::from_str(&body).map_err(|e| format!("/leafz on {port}: {e}"))?;
         Ok(json["leafnodes"].as_u64().unwrap_or(0))
     };
-    Ok(count(leaf_http)? >= 1 && count(hub_http)? >= 1)
+    if count(leaf_http)? < 1 {
+        return Ok(false);
+    }
+    // A node of a cluster may be down: it cannot be the one holding the link.
+    let hubs: u64 = hub_http.iter().filter_map(|p| count(*p).ok()).sum();
+    Ok(hubs >= 1)
 }
 
 /// A minimal HTTP/1.0 GET against the loopback monitoring port: (status, body).
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
@@ -397,7 +418,7 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 }
 
 /// `nats-server --version` → (major, minor, patch); (0, 0, 0) when unreadable.
-fn nats_version(binary: &Path) -> (u32, u32, u32) {
+pub(crate) fn nats_version(binary: &Path) -> (u32, u32, u32) {
     let out = std::process::Command::new(binary).arg("--version").output();
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -411,7 +432,7 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((parts.next()??, parts.next()??, parts.next()??))
 }
 
-fn quote(path: &Path) -> String {
+pub(crate) fn quote(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
 
@@ -498,10 +519,16 @@ fn render_config(
                 Some(ClientAuth::Jwt(auth)) => format!(", account: {:?}", auth.account()),
                 _ => String::new(),
             };
+            // One remote; several comma-separated URLs are the nodes of a cluster.
+            let urls: Vec<String> = hub_url
+                .unwrap_or_default()
+                .split(',')
+                .map(|u| format!("{u:?}"))
+                .collect();
             let _ = writeln!(
                 c,
-                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ url: {:?}{account} }}\n  ]\n}}",
-                hub_url.unwrap_or_default()
+                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ urls: [{}]{account} }}\n  ]\n}}",
+                urls.join(", ")
             );
         }
     }
@@ -523,7 +550,9 @@ mod tests {
 
     #[test]
     fn a_leaf_config_writes_reconnect_in_the_syntax_of_its_version() {
-        let role = Role::Leaf { hub_http_port: 1 };
+        let role = Role::Leaf {
+            hub_http_ports: vec![1],
+        };
         let opts = NatsOptions::default();
         let old = render_config(
             "l",

@@ -93,14 +93,29 @@ backoff_max = "1s"
 /// An uplink configuration draining `hub` into `topic` on `kafka` (created
 /// with 3 partitions) through the durable consumer `durable`.
 pub fn uplink_config(hub: &NatsServer, kafka: &crate::Kafka, topic: &str, durable: &str) -> String {
+    uplink_config_for(&[hub.client_url()], 1, kafka, topic, durable)
+}
+
+#[cfg(feature = "kafka")]
+/// [`uplink_config`] for the nodes `urls` of a hub (e.g. a
+/// [`crate::NatsCluster`]'s `client_urls()`), the stream at `replicas`.
+pub fn uplink_config_for(
+    urls: &[String],
+    replicas: u32,
+    kafka: &crate::Kafka,
+    topic: &str,
+    durable: &str,
+) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
     format!(
         r#"
 [nats]
-urls = ["{hub}"]
+urls = [{hub}]
 
 [stream]
 name = "{STREAM}"
 subjects = ["tributary.>"]
+replicas = {replicas}
 
 [consumer]
 durable = "{durable}"
@@ -112,7 +127,7 @@ topic = "{topic}"
 create_topics = true
 partitions = 3
 "#,
-        hub = hub.client_url(),
+        hub = urls.join(", "),
         kafka = kafka.bootstrap()
     )
 }
