@@ -188,8 +188,7 @@ pub fn as_number(value: &JsonValue) -> Option<f64> {
 /// template starting with `{` or `[` other than `{value}` itself).
 pub fn render(template: &str, value: &JsonValue) -> String {
     let start = template.trim_start();
-    let json_template =
-        start.starts_with(['{', '[']) && !start.starts_with(VALUE_PLACEHOLDER);
+    let json_template = start.starts_with(['{', '[']) && !start.starts_with(VALUE_PLACEHOLDER);
     let text = match value {
         JsonValue::Text(t) if json_template => serde_json_string(t),
         JsonValue::Text(t) => t.clone(),
