@@ -203,6 +203,14 @@ async fn a_command_sets_a_file_and_an_mqtt_topic_and_each_outcome_reaches_the_re
     sub.subscribe("z2m/vent/set", QoS::AtLeastOnce)
         .await
         .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(
+            sub_events.poll().await,
+            Ok(Event::Incoming(Packet::SubAck(_)))
+        ) {}
+    })
+    .await
+    .expect("the watcher subscribed");
     let state = tempfile::tempdir().unwrap();
     let pwm = state.path().join("pwm1");
     std::fs::write(&pwm, "0\n").unwrap();
@@ -345,8 +353,8 @@ async fn a_command_published_while_the_agent_is_away_is_applied_when_it_returns(
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         read(&pwm),
-        "3\n",
-        "nothing applies it while the agent is away"
+        "4\n",
+        "nothing applies it while the agent is away (1 * 2.5 + 1, rounded)"
     );
     agent.respawn()?;
     let got = outcomes_of(&s.hub, "pi-1", &["while-away"], Duration::from_secs(30)).await;

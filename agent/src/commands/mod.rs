@@ -30,6 +30,7 @@ pub mod memory;
 
 use crate::stats::AgentStats;
 use async_nats::{HeaderMap, StatusCode};
+use futures::StreamExt;
 use memory::Memory;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,7 @@ pub fn spawn(
             cfg,
             stats,
             memory: Some(memory),
+            inbox: None,
             stop,
         };
         task.run().await;
@@ -110,6 +112,8 @@ struct Commands {
     stats: Arc<AgentStats>,
     /// Taken out while a blocking thread writes it.
     memory: Option<Memory>,
+    /// Where pulled commands arrive.
+    inbox: Option<(String, async_nats::Subscriber)>,
     stop: CancellationToken,
 }
 
@@ -149,9 +153,10 @@ impl Commands {
                 tracing::info!("taking commands again");
             }
             backoff = Duration::from_millis(200);
+            let stop = self.stop.clone();
             loop {
                 let pulled = tokio::select! {
-                    _ = self.stop.cancelled() => break 'outer,
+                    _ = stop.cancelled() => break 'outer,
                     p = self.pull() => p,
                 };
                 match pulled {
@@ -240,7 +245,10 @@ impl Commands {
             })
     }
 
-    async fn pull(&self) -> Pulled {
+    /// Asks the hub for the next command. The answer comes on an inbox
+    /// subscription of the task's own: a pulled message carries its stream
+    /// subject, not the inbox, so the client's request muxer cannot route it.
+    async fn pull(&mut self) -> Pulled {
         let subject = format!(
             "{}.CONSUMER.MSG.NEXT.{COMMAND_STREAM}.{}",
             api_prefix(&self.cfg.control.fleet_domain),
@@ -250,17 +258,36 @@ impl Commands {
             "batch": 1,
             "expires": u64::try_from(PULL_EXPIRES.as_nanos()).unwrap_or(u64::MAX),
         });
-        let msg = match self
-            .request(
+        if self.inbox.is_none() {
+            let inbox = self.client.new_inbox();
+            match self.client.subscribe(inbox.clone()).await {
+                Ok(sub) => self.inbox = Some((inbox, sub)),
+                Err(e) => return Pulled::Lost(e.to_string()),
+            }
+        }
+        let Some((inbox, sub)) = self.inbox.as_mut() else {
+            return Pulled::Lost("no inbox".into());
+        };
+        if let Err(e) = self
+            .client
+            .publish_with_reply(
                 subject,
-                serde_json::to_vec(&body).expect("json encodes"),
-                PULL_EXPIRES + Duration::from_secs(2),
+                inbox.clone(),
+                serde_json::to_vec(&body).expect("json encodes").into(),
             )
             .await
         {
-            Ok(m) => m,
-            Err(e) => return Pulled::Lost(e),
-        };
+            return Pulled::Lost(e.to_string());
+        }
+        let msg =
+            match tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(2), sub.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    self.inbox = None;
+                    return Pulled::Lost("the inbox subscription closed".into());
+                }
+                Err(_) => return Pulled::Lost("the hub did not answer the pull".into()),
+            };
         match msg.status {
             None | Some(StatusCode::OK) => {}
             Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) => return Pulled::Nothing,
