@@ -16,6 +16,7 @@ pub mod batcher;
 pub mod buffer;
 pub mod buffer_owner;
 pub mod clock;
+pub mod commands;
 pub mod control;
 pub mod latency;
 pub mod link;

@@ -50,6 +50,8 @@ const OBSERVATION_CHANNEL: usize = 1024;
 const MESSAGE_CHANNEL: usize = 256;
 /// How long stopping sensors may take before they are abandoned.
 const SENSOR_STOP: Duration = Duration::from_secs(2);
+/// How long the stop waits for the command task (an actuator being set).
+const COMMANDS_STOP: Duration = Duration::from_secs(2);
 /// How long the last NATS flush may take at shutdown.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 /// Fleet values waiting for the supervisor; the watcher waits when full.
@@ -156,6 +158,9 @@ struct Tasks {
     /// The clock watcher; it ends only when `clock_stop` is cancelled.
     clock: JoinHandle<()>,
     clock_stop: CancellationToken,
+    /// The command task, when there are actuators.
+    commands: Option<JoinHandle<()>>,
+    commands_stop: CancellationToken,
 }
 
 /// Runs the agent until `shutdown` is cancelled or a task fails. `cfg` is
@@ -235,6 +240,13 @@ pub async fn run(
             control_stop.clone(),
         )
     });
+    let commands_stop = CancellationToken::new();
+    let commands = crate::commands::spawn(
+        client.clone(),
+        cfg.clone(),
+        stats.clone(),
+        commands_stop.clone(),
+    );
     let events = Events {
         client: client.clone(),
         subject: cfg
@@ -250,6 +262,8 @@ pub async fn run(
         control_stop,
         clock,
         clock_stop,
+        commands,
+        commands_stop,
     };
     ready(Handles {
         stats: stats.clone(),
@@ -309,6 +323,9 @@ pub async fn run(
             r = join_optional(&mut tasks.metrics) => break Some(ended("metrics endpoint", r)),
             r = join_optional(&mut tasks.control) => {
                 break Some(ended("control service", r.map(|r| r.map_err(RunError::from))));
+            }
+            r = join_optional(&mut tasks.commands) => {
+                break Some(ended("command task", r.map(|()| Ok(()))));
             }
             r = &mut tasks.clock => {
                 ended_early.clock = true;
@@ -371,6 +388,14 @@ async fn finish(
     metrics_stop.cancel();
     tasks.clock_stop.cancel();
     tasks.control_stop.cancel();
+    tasks.commands_stop.cancel();
+    if let Some(c) = tasks.commands.take() {
+        // An actuator being set is let finish within its own bound (a
+        // program's timeout); past COMMANDS_STOP it is abandoned.
+        if tokio::time::timeout(COMMANDS_STOP, c).await.is_err() {
+            tracing::warn!("the command task did not stop within {COMMANDS_STOP:?}; abandoned");
+        }
+    }
     let control = match tasks.control.take() {
         Some(c) => c
             .await

@@ -55,6 +55,9 @@ pub struct AgentConfig {
     /// The sensors.
     #[serde(default)]
     pub sensors: Sensors,
+    /// The actuators commands from the hub may set.
+    #[serde(default, skip_serializing_if = "crate::actuators::Actuators::is_empty")]
+    pub actuators: crate::actuators::Actuators,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -351,7 +354,8 @@ impl Validate for AgentConfig {
         self.validate_buffer_sizes(source)?;
         self.control
             .validate(source, &self.forward.subject_prefix, device.get_ref())?;
-        self.validate_sensors()
+        self.validate_sensors()?;
+        self.actuators.validate()
     }
 }
 

@@ -13,6 +13,7 @@
 //! one piece here that is not configuration: both binaries need it, and it
 //! needs no crate of its own).
 
+pub mod actuators;
 pub mod agent;
 #[cfg(feature = "client")]
 pub mod check;
