@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod nats_connect;
 pub mod run;
 pub mod sensors;
+pub mod state_file;
 pub mod state_lock;
 pub mod stats;
 pub mod systemd;

@@ -27,8 +27,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tributary_wire::command::Outcome;
 
@@ -190,26 +188,12 @@ impl Memory {
     }
 
     fn save(&self) -> Result<(), MemoryError> {
-        let io = |op: &'static str, p: &Path| {
-            let p = p.to_owned();
-            move |source| MemoryError::Io {
-                op,
-                path: p,
-                source,
-            }
-        };
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&self.stored).expect("strings and numbers encode");
-        let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
-        f.write_all(&bytes).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot sync", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io("cannot rename over", &self.path))?;
-        match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("cannot sync the directory of", &self.path)),
-            _ => Ok(()),
-        }
+        crate::state_file::replace(&self.path, &bytes).map_err(|e| MemoryError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
     }
 }
 

@@ -17,8 +17,6 @@
 //! a person to look at.
 
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format this agent writes; it reads it and nothing newer.
@@ -109,27 +107,18 @@ pub fn load(path: &Path) -> Result<Option<Stored>, FleetFileError> {
 
 /// Replaces the copy at `path` with `stored`, durably.
 pub fn save(path: &Path, stored: &Stored) -> Result<(), FleetFileError> {
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_owned();
-        move |source| FleetFileError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(stored).expect("strings and numbers encode");
-    let mut f = File::create(&tmp).map_err(io("cannot create", &tmp))?;
-    f.write_all(&bytes).map_err(io("cannot write", &tmp))?;
-    f.sync_all().map_err(io("cannot sync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot rename over", path))?;
-    sync_dir(path).map_err(io("cannot sync the directory of", path))
+    crate::state_file::replace(path, &bytes).map_err(|e| FleetFileError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Removes the copy at `path` (the key was deleted), durably.
 pub fn remove(path: &Path) -> Result<(), FleetFileError> {
     match std::fs::remove_file(path) {
-        Ok(()) => sync_dir(path).map_err(|source| FleetFileError::Io {
+        Ok(()) => crate::state_file::sync_dir(path).map_err(|source| FleetFileError::Io {
             op: "cannot sync the directory of",
             path: path.to_owned(),
             source,
@@ -140,13 +129,6 @@ pub fn remove(path: &Path) -> Result<(), FleetFileError> {
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => Ok(()),
     }
 }
 
