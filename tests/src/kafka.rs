@@ -170,6 +170,24 @@ impl Kafka {
         config
     }
 
+    /// Writes one record (`key`, `payload`) to `topic` and waits for the broker's confirmation.
+    pub async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
+        let producer: rdkafka::producer::FutureProducer = self
+            .client_config()
+            .create()
+            .map_err(|e| HarnessError::kafka("creating a producer", e))?;
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(key)
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| HarnessError::kafka(format!("writing to {topic}"), e))?;
+        Ok(())
+    }
+
     /// Creates `topic` with `partitions` partitions (replication 1) through the CreateTopics
     /// admin API and waits until the broker's metadata lists it.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {

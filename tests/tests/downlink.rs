@@ -7,7 +7,6 @@
 mod support;
 
 use async_nats::jetstream;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 use support::{Uplink, config_text, eventually, http_port};
 use tributary_tests::{Kafka, KafkaReader, NatsServer};
@@ -23,14 +22,9 @@ expire_after = "1m"
 "#;
 
 async fn produce(kafka: &Kafka, key: &str, payload: &str) {
-    let producer: FutureProducer = kafka.client_config().create().unwrap();
-    producer
-        .send(
-            FutureRecord::to("commands").key(key).payload(payload),
-            Duration::from_secs(10),
-        )
+    kafka
+        .produce("commands", key, payload.as_bytes())
         .await
-        .map_err(|(e, _)| e)
         .unwrap();
 }
 

@@ -3,7 +3,6 @@
 //! tributary-agent → a file actuator; the outcome back through the
 //! readings path into Kafka's outcome topic.
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 use tributary_tests::tributary::{agent_config, start_agent, start_uplink, uplink_config};
 use tributary_tests::{Kafka, KafkaReader, NatsServer, Result};
@@ -12,14 +11,9 @@ use tributary_wire::command::{Outcome, Verdict};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn produce(kafka: &Kafka, key: &str, payload: &str) {
-    let producer: FutureProducer = kafka.client_config().create().unwrap();
-    producer
-        .send(
-            FutureRecord::to("commands").key(key).payload(payload),
-            Duration::from_secs(10),
-        )
+    kafka
+        .produce("commands", key, payload.as_bytes())
         .await
-        .map_err(|(e, _)| e)
         .unwrap();
 }
 
