@@ -19,7 +19,7 @@
 //! forgotten (commands apply in order through a consumer with one
 //! unacknowledged command at a time, so only a redelivery of a recent one
 //! can come back). A golden file of format 1 is committed (`agent/tests/
-//! fixtures/commands-v1.json`) and must keep loading. Written to a
+//! fixtures/commands-v1/commands.json`) and must keep loading. Written to a
 //! temporary file beside it, fsynced, renamed over it, and the directory
 //! fsynced before the command is acknowledged. A damaged or newer file is
 //! an error naming it: the agent stops taking commands rather than risk
