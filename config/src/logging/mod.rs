@@ -33,9 +33,10 @@ mod sanitize;
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::{Layer, Registry};
 
 pub use ratelimit::{Decision, RateLimited, Window};
 
@@ -129,19 +130,50 @@ pub const QUIET_LIBRARIES: &str = "async_nats=warn";
 
 /// Installs the global subscriber writing to stderr as `options` say;
 /// returns the destination it chose.
+///
+/// A filter is a comma-separated list of `level` and `target=level`
+/// directives (`info,tributary_agent=debug`), the most specific target
+/// winning; a variable whose value is not one is reported as a warning and
+/// the default filter used. (`tracing-subscriber`'s `Targets`, not its
+/// `EnvFilter`: no span or field directives, and no regex DFA builder in a
+/// binary that must stay under 4 MB.)
 pub fn init(options: Options<'_>) -> Destination {
-    let filter = options
-        .filter_vars
-        .iter()
-        .find_map(|var| EnvFilter::try_from_env(var).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("{},{QUIET_LIBRARIES}", options.default_filter)));
+    let mut rejected = None;
+    let from_env = options.filter_vars.iter().find_map(|var| {
+        let value = std::env::var(var).ok()?;
+        match value.parse::<Targets>() {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                rejected.get_or_insert((*var, value, e));
+                None
+            }
+        }
+    });
+    let filter = from_env.unwrap_or_else(|| default_filter(options.default_filter));
     let destination = Destination::of_stderr();
     let layer = layer(options, destination);
     // Another subscriber already set (a test): keep it.
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+    if let Some((var, value, e)) = rejected {
+        tracing::warn!(
+            variable = var,
+            value = %value,
+            error = %e,
+            default = options.default_filter,
+            "log filter not understood, using the default"
+        );
+    }
     destination
+}
+
+/// `default` with [`QUIET_LIBRARIES`] appended; a default that does not
+/// parse (a programming error) logs at `info`.
+fn default_filter(default: &str) -> Targets {
+    format!("{default},{QUIET_LIBRARIES}")
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
@@ -215,5 +247,25 @@ mod tests {
             Destination::from_facts(None, None, false, None),
             Destination::Plain
         );
+    }
+
+    #[test]
+    fn the_default_filter_keeps_the_nats_client_to_warnings() {
+        let f = default_filter("info");
+        assert!(f.would_enable("tributary_agent::run", &tracing::Level::INFO));
+        assert!(!f.would_enable("tributary_agent::run", &tracing::Level::DEBUG));
+        assert!(f.would_enable("async_nats::connector", &tracing::Level::WARN));
+        assert!(!f.would_enable("async_nats::connector", &tracing::Level::INFO));
+    }
+
+    #[test]
+    fn a_filter_names_a_level_and_targets_whose_most_specific_directive_wins() {
+        let f: Targets = "warn,tributary_agent=debug,tributary_agent::forwarder=error"
+            .parse()
+            .unwrap();
+        assert!(f.would_enable("tributary_agent::run", &tracing::Level::DEBUG));
+        assert!(!f.would_enable("tributary_agent::forwarder", &tracing::Level::WARN));
+        assert!(!f.would_enable("rumqttc", &tracing::Level::INFO));
+        assert!("info,=nonsense=".parse::<Targets>().is_err());
     }
 }
