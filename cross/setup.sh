@@ -20,11 +20,15 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 have_cargo_bin() { [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/$1" ] || command -v "$1" >/dev/null 2>&1; }
 
 # --- zig (ziglang wheel) ------------------------------------------------------
-if python3 -c 'import ziglang' >/dev/null 2>&1; then
-    log "ziglang present ($(python3 -m ziglang version))"
+# Pinned: zig 0.17 links the aarch64 musl agent without musl's startup files
+# ("failed to open object crt1.o" under cargo-zigbuild 0.24.1, seen
+# 2026-12-02 on a new machine); 0.15.2 is the version the builds are made with.
+ZIG_VERSION=0.15.2
+if [ "$(python3 -m ziglang version 2>/dev/null)" = "$ZIG_VERSION" ]; then
+    log "ziglang $ZIG_VERSION present"
 else
-    log "installing ziglang (pip)"
-    pip_args=(install --quiet ziglang)
+    log "installing ziglang $ZIG_VERSION (pip)"
+    pip_args=(install --quiet "ziglang==$ZIG_VERSION")
     [ "$(id -u)" -eq 0 ] || pip_args+=(--user)
     python3 -m pip "${pip_args[@]}"
     log "ziglang $(python3 -m ziglang version) installed"

@@ -69,6 +69,7 @@ pub mod process;
 pub mod prometheus;
 #[cfg(feature = "kafka")]
 pub mod reader;
+pub mod schedule;
 #[cfg(feature = "kafka")]
 pub mod schema;
 pub mod tmpfs;
@@ -87,5 +88,6 @@ pub use process::{ProcessSpec, ServerProcess, pid_exists};
 pub use prometheus::{Alert, Prometheus, PrometheusSetup};
 #[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
+pub use schedule::Schedule;
 pub use tmpfs::TinyFs;
 pub use tributary_wire::json::JsonReading;

@@ -135,14 +135,37 @@ partitions = 3
 /// Creates the readings stream on `hub` (file storage, 2 minute duplicate
 /// window), retrying while JetStream warms up.
 pub async fn create_stream(hub: &NatsServer) -> Result<async_nats::jetstream::stream::Stream> {
+    create_stream_of(hub, STREAM, "tributary.>").await
+}
+
+/// Creates the command stream on `hub` as the uplink does (file storage,
+/// limits retention, 2 minute duplicate window) for the default control
+/// prefix `tributary-ctl`, retrying while JetStream warms up.
+pub async fn create_command_stream(
+    hub: &NatsServer,
+) -> Result<async_nats::jetstream::stream::Stream> {
+    create_stream_of(
+        hub,
+        tributary_wire::command::COMMAND_STREAM,
+        &tributary_wire::command::stream_subject("tributary-ctl"),
+    )
+    .await
+}
+
+async fn create_stream_of(
+    hub: &NatsServer,
+    name: &str,
+    subject: &str,
+) -> Result<async_nats::jetstream::stream::Stream> {
     let client = hub.connect().await?;
     let js = async_nats::jetstream::new(client);
     let mut last = String::new();
     for _ in 0..100 {
         match js
             .get_or_create_stream(async_nats::jetstream::stream::Config {
-                name: STREAM.to_owned(),
-                subjects: vec!["tributary.>".to_owned()],
+                name: name.to_owned(),
+                subjects: vec![subject.to_owned()],
+                storage: async_nats::jetstream::stream::StorageType::File,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
             })
@@ -273,4 +296,62 @@ pub fn run_fleet(url: &str, args: &[&str]) -> Result<std::process::Output> {
         .env_remove("TRIBUTARY_UPLINK_CONFIG")
         .output()
         .map_err(|e| crate::HarnessError::io("running the fleet command", &bin, e))
+}
+
+/// Milliseconds since the Unix epoch, as commands carry them.
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// A command as the uplink makes it from record `offset` of partition 0
+/// of topic `commands`, issued now and expiring in ten minutes.
+pub fn command(
+    device: &str,
+    id: &str,
+    actuator: &str,
+    value: tributary_wire::control::JsonValue,
+    offset: i64,
+) -> tributary_wire::command::Command {
+    tributary_wire::command::Command {
+        format: tributary_wire::command::COMMAND_FORMAT,
+        id: id.to_owned(),
+        device: device.to_owned(),
+        actuator: actuator.to_owned(),
+        value,
+        issued_at_ms: now_ms(),
+        expires_at_ms: now_ms() + 600_000,
+        source: tributary_wire::command::KafkaPosition {
+            topic: "commands".into(),
+            partition: 0,
+            offset,
+        },
+    }
+}
+
+/// Publishes `cmd` into the command stream (control prefix
+/// `tributary-ctl`) as the uplink does, with its `Nats-Msg-Id`, and waits
+/// for the hub's acknowledgement.
+pub async fn publish_command(
+    js: &async_nats::jetstream::Context,
+    cmd: &tributary_wire::command::Command,
+) -> Result<()> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", cmd.source.msg_id().as_str());
+    let body = serde_json::to_vec(cmd).map_err(|e| js_err("encode the command", e))?;
+    js.publish_with_headers(
+        tributary_wire::command::command_subject("tributary-ctl", &cmd.device, &cmd.actuator),
+        headers,
+        body.into(),
+    )
+    .await
+    .map_err(|e| js_err("publish the command", e))?
+    .await
+    .map_err(|e| js_err("the command's acknowledgement", e))?;
+    Ok(())
 }

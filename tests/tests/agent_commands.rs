@@ -12,95 +12,22 @@ use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tributary_tests::tributary::{STREAM, agent_config, create_stream, start_agent};
-use tributary_tests::{Mosquitto, NatsServer, Result, ServerProcess};
+use std::time::{Duration, Instant};
+use tributary_tests::tributary::{
+    STREAM, agent_config, command, create_command_stream, create_stream, now_ms, publish_command,
+    start_agent,
+};
+use tributary_tests::{Mosquitto, NatsServer, Result, Schedule, ServerProcess};
 use tributary_wire::command::{
-    COMMAND_FORMAT, COMMAND_STREAM, Command, KIND_HEADER, KafkaPosition, OUTCOME_KIND, Outcome,
-    Verdict, command_subject, outcome_subject, stream_subject,
+    Command, KIND_HEADER, OUTCOME_KIND, Outcome, Verdict, outcome_subject,
 };
 use tributary_wire::control::JsonValue;
 
-const CTL: &str = "tributary-ctl";
-
-/// A small seeded generator for the kill schedule (replayable).
-struct XorShift(u64);
-
-impl XorShift {
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
-/// Creates the command stream on `hub` as the uplink does (limits
-/// retention, file storage, a duplicate window), retrying while JetStream
-/// warms up.
-async fn create_command_stream(hub: &NatsServer) -> Result<()> {
-    let js = async_nats::jetstream::new(hub.connect().await?);
-    let mut last = String::new();
-    for _ in 0..100 {
-        match js
-            .get_or_create_stream(async_nats::jetstream::stream::Config {
-                name: COMMAND_STREAM.to_owned(),
-                subjects: vec![stream_subject(CTL)],
-                storage: async_nats::jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot create the command stream: {last}");
-}
-
-fn command(device: &str, id: &str, actuator: &str, value: JsonValue, offset: i64) -> Command {
-    Command {
-        format: COMMAND_FORMAT,
-        id: id.to_owned(),
-        device: device.to_owned(),
-        actuator: actuator.to_owned(),
-        value,
-        issued_at_ms: now_ms(),
-        expires_at_ms: now_ms() + 600_000,
-        source: KafkaPosition {
-            topic: "commands".into(),
-            partition: 0,
-            offset,
-        },
-    }
-}
-
 /// Publishes `cmd` into the command stream with the hub's acknowledgement.
 async fn publish(js: &async_nats::jetstream::Context, cmd: &Command) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", cmd.source.msg_id().as_str());
-    js.publish_with_headers(
-        command_subject(CTL, &cmd.device, &cmd.actuator),
-        headers,
-        serde_json::to_vec(cmd).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_command(js, cmd)
+        .await
+        .expect("the hub stores the command");
 }
 
 /// Every outcome of `device` on the readings stream, by command id (a
@@ -367,12 +294,7 @@ async fn a_command_published_while_the_agent_is_away_is_applied_when_it_returns(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_during_a_stream_of_commands_applies_none_twice_and_reports_each()
 -> Result<()> {
-    let seed: u64 = std::env::var("TRIBUTARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| now_ms() | 1);
-    println!("seed {seed} (replay with TRIBUTARY_TEST_SEED={seed})");
-    let mut rng = XorShift(seed.max(1));
+    let mut rng = Schedule::from_env();
     let s = setup().await?;
     let state = tempfile::tempdir().unwrap();
     let counter = state.path().join("counter");

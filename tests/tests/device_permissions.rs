@@ -1,16 +1,20 @@
 //! Per-device permissions on the hub, with the shipped template
 //! (`cross/hub/device-user.conf`) rendered for two devices: each device's
 //! leaf may publish only its own readings, answer only its own control
-//! requests and read only its own fleet configuration key — while its own
-//! readings, requests and configuration flow.
+//! requests, read only its own fleet configuration key and consume only its
+//! own commands — while its own readings, requests, configuration and
+//! commands flow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tributary_tests::nats::{Credentials, NatsOptions};
 use tributary_tests::tributary::{
-    agent_config, create_stream, run_fleet, start_agent, stream_envelopes,
+    agent_config, command, create_command_stream, create_stream, publish_command, run_fleet,
+    start_agent, stream_envelopes,
 };
 use tributary_tests::{NatsServer, Result};
+use tributary_wire::command::{COMMAND_STREAM, command_subject, consumer_name, device_filter};
+use tributary_wire::control::JsonValue;
 
 const SENSOR: &str = r#"
 [[sensors.simulated]]
@@ -55,15 +59,20 @@ async fn read_key(client: &async_nats::Client, key: &str) -> std::result::Result
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_cannot_publish_as_another_answer_its_requests_nor_read_its_key() -> Result<()> {
-    let accounts = format!(
+/// The hub's accounts with a central user (no password needed) and the
+/// shipped entries of devices `pi-a` and `pi-b`.
+fn fleet_accounts() -> String {
+    format!(
         "no_auth_user: central\naccounts {{\n  FLEET {{\n    jetstream: enabled\n    users: [\n      {{ user: central, password: central }}\n{}\n{}\n    ]\n  }}\n}}\n",
         device_user("pi-a", "pw-pi-a"),
         device_user("pi-b", "pw-pi-b"),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_publish_as_another_answer_its_requests_nor_read_its_key() -> Result<()> {
     let hub = NatsServer::hub_with(NatsOptions {
-        extra_config: accounts,
+        extra_config: fleet_accounts(),
         ..Default::default()
     })?;
     let leaf_a = leaf_as(&hub, "pi-a")?;
@@ -172,5 +181,170 @@ async fn a_device_cannot_publish_as_another_answer_its_requests_nor_read_its_key
     let out = run_fleet(&url, &["status", "pi-a"])?;
     assert_eq!(out.status.code(), Some(0), "A still answers its own");
     assert!(agent_a.is_running());
+    Ok(())
+}
+
+/// A file actuator `led` writing to `path`.
+fn led(path: &Path) -> String {
+    format!(
+        "[[actuators.file]]\nid = \"led\"\npath = \"{}\"\naccepts = {{ kind = \"number\", min = 0, max = 255 }}\n",
+        path.display()
+    )
+}
+
+/// Waits until `path` holds `value`.
+async fn wait_for_file(path: &Path, value: &str, agent: &tributary_tests::ServerProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(path).unwrap_or_default().trim() != value {
+        assert!(
+            Instant::now() < deadline,
+            "{} never became {value}\n{}",
+            path.display(),
+            agent.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A JetStream API request from a client behind a leaf: the answer's
+/// payload, or why there was none.
+async fn api(client: &async_nats::Client, subject: String, body: &str) -> Result<String, String> {
+    let request = async_nats::Request::new()
+        .payload(body.to_owned().into())
+        .timeout(Some(Duration::from_secs(2)));
+    let msg = client
+        .send_request(subject, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&msg.payload).into_owned();
+    if msg.status.is_some_and(|s| s != async_nats::StatusCode::OK) || text.contains("\"error\"") {
+        return Err(format!("{:?}: {text}", msg.status));
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() -> Result<()> {
+    let hub = NatsServer::hub_with(NatsOptions {
+        extra_config: fleet_accounts(),
+        ..Default::default()
+    })?;
+    let leaf_a = leaf_as(&hub, "pi-a")?;
+    let leaf_b = leaf_as(&hub, "pi-b")?;
+    create_stream(&hub).await?;
+    create_command_stream(&hub).await?;
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (led_a, led_b) = (state_a.path().join("led"), state_b.path().join("led"));
+    // Like sysfs attributes, the files exist before anything sets them.
+    for led in [&led_a, &led_b] {
+        std::fs::write(led, "0\n").unwrap();
+    }
+    let mut agent_a = start_agent(&agent_config("pi-a", &leaf_a, state_a.path(), &led(&led_a)))?;
+    let mut agent_b = start_agent(&agent_config("pi-b", &leaf_b, state_b.path(), &led(&led_b)))?;
+    let js = async_nats::jetstream::new(hub.connect().await?);
+
+    // Each device's own commands flow through its permissions.
+    publish_command(&js, &command("pi-a", "a1", "led", JsonValue::Int(10), 1)).await?;
+    publish_command(&js, &command("pi-b", "b1", "led", JsonValue::Int(20), 2)).await?;
+    wait_for_file(&led_a, "10", &agent_a).await;
+    wait_for_file(&led_b, "20", &agent_b).await;
+
+    // Behind B's leaf, every way into A's commands is closed.
+    let on_b = leaf_b.connect().await?;
+    let api_prefix = "$JS.hub.API";
+    let a_filter = device_filter("tributary-ctl", "pi-a");
+    let config = |name: &str, filter: &str| {
+        format!(
+            r#"{{"stream_name":"{COMMAND_STREAM}","config":{{"durable_name":"{name}","name":"{name}","filter_subject":"{filter}","ack_policy":"explicit"}}}}"#
+        )
+    };
+    // B's own consumer name, filtered on A's commands.
+    let own_name = consumer_name("pi-b");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{a_filter}"),
+        &config(&own_name, &a_filter),
+    )
+    .await;
+    assert!(r.is_err(), "B made a consumer of A's commands: {r:?}");
+    // B's own consumer subject with A's filter in the request only.
+    let b_filter = device_filter("tributary-ctl", "pi-b");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{b_filter}"),
+        &config(&own_name, &a_filter),
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "the server took a filter unlike its subject's: {r:?}"
+    );
+    // A's consumer, by name.
+    let a_name = consumer_name("pi-a");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{a_name}.{a_filter}"),
+        &config(&a_name, &a_filter),
+    )
+    .await;
+    assert!(r.is_err(), "B created A's consumer: {r:?}");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.CONSUMER.MSG.NEXT.{COMMAND_STREAM}.{a_name}"),
+        r#"{"batch":1,"expires":1000000000}"#,
+    )
+    .await;
+    assert!(r.is_err(), "B pulled from A's consumer: {r:?}");
+    // An unfiltered (old style) consumer, and the stream's messages directly.
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}"),
+        &format!(r#"{{"stream_name":"{COMMAND_STREAM}","config":{{"ack_policy":"none"}}}}"#),
+    )
+    .await;
+    assert!(r.is_err(), "B made an ephemeral consumer: {r:?}");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.DIRECT.GET.{COMMAND_STREAM}"),
+        r#"{"seq":1}"#,
+    )
+    .await;
+    assert!(r.is_err(), "B read the command stream directly: {r:?}");
+    let r = api(
+        &on_b,
+        format!("{api_prefix}.STREAM.MSG.GET.{COMMAND_STREAM}"),
+        r#"{"seq":1}"#,
+    )
+    .await;
+    assert!(r.is_err(), "B read the command stream: {r:?}");
+    // A plain subscription to A's command subjects sees nothing of them.
+    let mut sniff = on_b.subscribe("tributary-ctl.cmd.pi-a.>").await.unwrap();
+    on_b.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_command(&js, &command("pi-a", "a2", "led", JsonValue::Int(30), 3)).await?;
+    wait_for_file(&led_a, "30", &agent_a).await;
+    use futures::StreamExt;
+    let seen = tokio::time::timeout(Duration::from_secs(1), sniff.next()).await;
+    assert!(seen.is_err(), "B saw A's command: {seen:?}");
+    // Nor can B publish a command into A's subjects.
+    let forged = command("pi-a", "forged", "led", JsonValue::Int(99), 4);
+    let js_b = async_nats::jetstream::new(on_b.clone());
+    let sent = tokio::time::timeout(Duration::from_secs(3), async {
+        js_b.publish(
+            command_subject("tributary-ctl", "pi-a", "led"),
+            serde_json::to_vec(&forged).unwrap().into(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(!matches!(sent, Ok(Ok(_))), "B's forged command was stored");
+
+    // A's commands still flow, and nothing forged reached its LED.
+    publish_command(&js, &command("pi-a", "a3", "led", JsonValue::Int(40), 5)).await?;
+    wait_for_file(&led_a, "40", &agent_a).await;
+    assert!(agent_a.is_running() && agent_b.is_running());
     Ok(())
 }
