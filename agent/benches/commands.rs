@@ -29,7 +29,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tributary_tests::bench::{env_u64, median, now_ns, summary};
 use tributary_tests::tributary::{agent_config, start_program, uplink_config};
 use tributary_tests::{Kafka, NatsServer, bins};
 use tributary_wire::command::Outcome;
@@ -37,23 +38,6 @@ use tributary_wire::command::Outcome;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const OUTCOMES: &str = "tributary.outcomes";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    )
-    .unwrap_or(u64::MAX)
-}
 
 /// The write time (ns) a payload carries after `"t` in its id.
 fn sent_ns(text: &str) -> Option<u64> {
@@ -150,30 +134,11 @@ async fn observe(
     Ok(seen.into_values().unzip())
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn summary(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    [
-        quantile(&v, 0.5),
-        quantile(&v, 0.99),
-        *v.last().unwrap_or(&0.0),
-    ]
-}
-
-fn median(rounds: &[[f64; 3]], i: usize) -> f64 {
-    let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
-    let rounds = env("TRIBUTARY_BENCH_ROUNDS", 3);
-    let n = env("TRIBUTARY_BENCH_COMMANDS", 100);
-    let rate = env("TRIBUTARY_BENCH_RATE", 10).max(1);
+    let rounds = env_u64("TRIBUTARY_BENCH_ROUNDS", 3);
+    let n = env_u64("TRIBUTARY_BENCH_COMMANDS", 100);
+    let rate = env_u64("TRIBUTARY_BENCH_RATE", 10).max(1);
     let Ok(uplink_bin) = bins::uplink() else {
         println!("skipped: build the uplink first (cargo build --release -p tributary-uplink)");
         return Ok(());

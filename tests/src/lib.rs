@@ -54,6 +54,7 @@
 //! All server calls block while they wait for readiness; in async tests use a multi-thread
 //! runtime so that client tasks keep running, and the `_async` variants of the reader.
 
+pub mod bench;
 pub mod bins;
 pub mod certs;
 pub mod error;

@@ -355,3 +355,18 @@ pub async fn publish_command(
     .map_err(|e| js_err("the command's acknowledgement", e))?;
     Ok(())
 }
+
+/// A `[[actuators.command]]` `count` (any number) that appends each value
+/// it is set to as a line of `log`: the file shows every application.
+pub fn counting_actuator(log: &Path) -> String {
+    format!(
+        r#"
+[[actuators.command]]
+id = "count"
+program = "/bin/sh"
+args = ["-c", "echo \"$0\" >> {}", "{{value}}"]
+accepts = {{ kind = "number" }}
+"#,
+        log.display()
+    )
+}

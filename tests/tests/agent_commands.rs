@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tributary_tests::tributary::{
-    STREAM, agent_config, command, create_command_stream, create_stream, now_ms, publish_command,
-    start_agent,
+    STREAM, agent_config, command, counting_actuator, create_command_stream, create_stream, now_ms,
+    publish_command, start_agent,
 };
 use tributary_tests::{Mosquitto, NatsServer, Result, Schedule, ServerProcess};
 use tributary_wire::command::{
@@ -298,16 +298,7 @@ async fn an_agent_killed_during_a_stream_of_commands_applies_none_twice_and_repo
     let s = setup().await?;
     let state = tempfile::tempdir().unwrap();
     let counter = state.path().join("counter");
-    let actuators = format!(
-        r#"
-[[actuators.command]]
-id = "count"
-program = "/bin/sh"
-args = ["-c", "echo \"$0\" >> {}", "{{value}}"]
-accepts = {{ kind = "number" }}
-"#,
-        counter.display()
-    );
+    let actuators = counting_actuator(&counter);
     let mut agent = agent("pi-1", &s.leaf, state.path(), &actuators);
     const N: i64 = 40;
     let ids: Vec<String> = (0..N).map(|i| format!("n{i}")).collect();

@@ -59,6 +59,19 @@ async fn read_key(client: &async_nats::Client, key: &str) -> std::result::Result
     }
 }
 
+/// A hub with [`fleet_accounts`] and its readings stream, and the leaves
+/// of `pi-a` and `pi-b` connected with their credentials.
+async fn two_devices() -> Result<(NatsServer, NatsServer, NatsServer)> {
+    let hub = NatsServer::hub_with(NatsOptions {
+        extra_config: fleet_accounts(),
+        ..Default::default()
+    })?;
+    let leaf_a = leaf_as(&hub, "pi-a")?;
+    let leaf_b = leaf_as(&hub, "pi-b")?;
+    create_stream(&hub).await?;
+    Ok((hub, leaf_a, leaf_b))
+}
+
 /// The hub's accounts with a central user (no password needed) and the
 /// shipped entries of devices `pi-a` and `pi-b`.
 fn fleet_accounts() -> String {
@@ -71,13 +84,7 @@ fn fleet_accounts() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_publish_as_another_answer_its_requests_nor_read_its_key() -> Result<()> {
-    let hub = NatsServer::hub_with(NatsOptions {
-        extra_config: fleet_accounts(),
-        ..Default::default()
-    })?;
-    let leaf_a = leaf_as(&hub, "pi-a")?;
-    let leaf_b = leaf_as(&hub, "pi-b")?;
-    create_stream(&hub).await?;
+    let (hub, leaf_a, leaf_b) = two_devices().await?;
     let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut agent_a = start_agent(&agent_config("pi-a", &leaf_a, state_a.path(), SENSOR))?;
     let mut agent_b = start_agent(&agent_config("pi-b", &leaf_b, state_b.path(), SENSOR))?;
@@ -225,13 +232,7 @@ async fn api(client: &async_nats::Client, subject: String, body: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() -> Result<()> {
-    let hub = NatsServer::hub_with(NatsOptions {
-        extra_config: fleet_accounts(),
-        ..Default::default()
-    })?;
-    let leaf_a = leaf_as(&hub, "pi-a")?;
-    let leaf_b = leaf_as(&hub, "pi-b")?;
-    create_stream(&hub).await?;
+    let (hub, leaf_a, leaf_b) = two_devices().await?;
     create_command_stream(&hub).await?;
     let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (led_a, led_b) = (state_a.path().join("led"), state_b.path().join("led"));

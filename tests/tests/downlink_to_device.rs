@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tributary_tests::tributary::{agent_config, start_agent, start_uplink, uplink_config};
+use tributary_tests::tributary::{
+    agent_config, counting_actuator, start_agent, start_uplink, uplink_config,
+};
 use tributary_tests::{Kafka, KafkaReader, NatsServer, Result, Schedule};
 use tributary_wire::command::{Outcome, Verdict};
 
@@ -105,17 +107,7 @@ async fn commands_streamed_while_the_uplink_and_the_agent_are_killed_are_applied
         "{}\n[[downlink]]\ntopic = \"commands\"\n",
         uplink_config(&hub, &kafka, "readings", "e2e")
     ))?;
-    // Each application appends its value: the file is the actuator's log.
-    let actuators = format!(
-        r#"
-[[actuators.command]]
-id = "count"
-program = "/bin/sh"
-args = ["-c", "echo \"$0\" >> {}", "{{value}}"]
-accepts = {{ kind = "number" }}
-"#,
-        counter.display()
-    );
+    let actuators = counting_actuator(&counter);
     let mut agent = start_agent(&agent_config("pi-1", &leaf, state.path(), &actuators))?;
 
     const N: u64 = 40;

@@ -23,28 +23,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tributary_tests::bench::{env_u64, median, now_ns, summary};
 use tributary_tests::{Kafka, NatsServer};
 use tributary_uplink::health::Health;
 use tributary_uplink::metrics::Metrics;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
 
 /// Writes `n` commands to `topic` at `rate` per second.
 async fn write(kafka: &Kafka, topic: &str, n: u64, rate: u64) {
@@ -119,26 +103,11 @@ async fn baseline(
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn summary(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    [quantile(&v, 0.5), quantile(&v, 0.99), *v.last().unwrap()]
-}
-
-fn median(rounds: &[[f64; 3]], i: usize) -> f64 {
-    let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds = env("TRIBUTARY_BENCH_ROUNDS", 3);
-    let n = env("TRIBUTARY_BENCH_COMMANDS", 1_000);
-    let rate = env("TRIBUTARY_BENCH_RATE", 200);
+    let rounds = env_u64("TRIBUTARY_BENCH_ROUNDS", 3);
+    let n = env_u64("TRIBUTARY_BENCH_COMMANDS", 1_000);
+    let rate = env_u64("TRIBUTARY_BENCH_RATE", 200);
     let hub = NatsServer::hub().unwrap();
     let kafka = Kafka::start_memory().unwrap();
     kafka.create_topic("commands", 1).unwrap();
