@@ -300,13 +300,7 @@ pub fn run_fleet(url: &str, args: &[&str]) -> Result<std::process::Output> {
 
 /// Milliseconds since the Unix epoch, as commands carry them.
 pub fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
+    crate::bench::now_ns() / 1_000_000
 }
 
 /// A command as the uplink makes it from record `offset` of partition 0
