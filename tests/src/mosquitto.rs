@@ -104,6 +104,70 @@ impl Mosquitto {
         self.process.respawn()?;
         self.wait_ready()
     }
+
+    /// A client subscribed (QoS 1, the subscription acknowledged) to
+    /// `topic`, to see what an actuator publishes.
+    pub async fn watch(&self, topic: &str) -> Result<Watcher> {
+        let options =
+            rumqttc::MqttOptions::new(format!("watch-{}", free_port()), "127.0.0.1", self.port);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+        let failed = |reason: String| HarnessError::NotReady {
+            name: "mosquitto watcher".into(),
+            waited: READY_TIMEOUT,
+            reason,
+            log: self.process.log_path().to_path_buf(),
+            log_tail: self.process.log_tail(20),
+        };
+        client
+            .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        tokio::time::timeout(READY_TIMEOUT, async {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(failed(e.to_string())),
+                }
+            }
+        })
+        .await
+        .map_err(|_| failed("no SUBACK".into()))??;
+        Ok(Watcher {
+            _client: client,
+            events,
+        })
+    }
+}
+
+/// A subscribed MQTT client of [`Mosquitto::watch`].
+pub struct Watcher {
+    _client: rumqttc::AsyncClient,
+    events: rumqttc::EventLoop,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// The payload of the next message published to the watched topic,
+    /// or None when none comes within `timeout`.
+    pub async fn next_payload(&mut self, timeout: Duration) -> Option<String> {
+        tokio::time::timeout(timeout, async {
+            loop {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) =
+                    self.events.poll().await
+                {
+                    return String::from_utf8_lossy(&p.payload).into_owned();
+                }
+            }
+        })
+        .await
+        .ok()
+    }
 }
 
 crate::process::delegate_process_methods!(Mosquitto);

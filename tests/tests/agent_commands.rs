@@ -9,7 +9,6 @@
 //! twice and reports every one.
 
 use futures::StreamExt;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -125,19 +124,7 @@ async fn a_command_sets_a_file_and_an_mqtt_topic_and_each_outcome_reaches_the_re
 -> Result<()> {
     let s = setup().await?;
     let broker = Mosquitto::start()?;
-    let (sub, mut sub_events) =
-        AsyncClient::new(MqttOptions::new("watcher", "127.0.0.1", broker.port()), 16);
-    sub.subscribe("z2m/vent/set", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !matches!(
-            sub_events.poll().await,
-            Ok(Event::Incoming(Packet::SubAck(_)))
-        ) {}
-    })
-    .await
-    .expect("the watcher subscribed");
+    let mut vent = broker.watch("z2m/vent/set").await?;
     let state = tempfile::tempdir().unwrap();
     let pwm = state.path().join("pwm1");
     std::fs::write(&pwm, "0\n").unwrap();
@@ -172,15 +159,10 @@ accepts = {{ kind = "enum", values = ["ON", "OFF"] }}
         assert!(o.received_at_ms <= o.finished_at_ms && o.issued_at_ms <= o.finished_at_ms + 1000);
     }
     assert_eq!(read(&pwm), "101\n", "40 * 2.5 + 1");
-    let payload = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = sub_events.poll().await {
-                return String::from_utf8_lossy(&p.payload).into_owned();
-            }
-        }
-    })
-    .await
-    .expect("the vent topic got a message");
+    let payload = vent
+        .next_payload(Duration::from_secs(10))
+        .await
+        .expect("the vent topic got a message");
     assert_eq!(payload, r#"{"state": "ON"}"#);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The whole downlink, end to end through real servers: a command record
 //! written to Kafka → tributary-uplink → hub command stream → leaf →
-//! tributary-agent → a file actuator; the outcome back through the
+//! tributary-agent → a file actuator and an MQTT actuator (mosquitto); the
+//! outcomes back through the
 //! readings path into Kafka's outcome topic; and a stream of commands
 //! during which the uplink and the agent are each SIGKILLed and restarted,
 //! every command applied at most once and reported.
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use tributary_tests::tributary::{
     agent_config, counting_actuator, start_agent, start_uplink, uplink_config,
 };
-use tributary_tests::{Kafka, KafkaReader, NatsServer, Result, Schedule};
+use tributary_tests::{Kafka, KafkaReader, Mosquitto, NatsServer, Result, Schedule};
 use tributary_wire::command::{Outcome, Verdict};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,7 +24,7 @@ async fn produce(kafka: &Kafka, key: &str, payload: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_written_to_kafka_sets_the_devices_file_and_its_outcome_reaches_kafka()
+async fn commands_written_to_kafka_set_the_devices_file_and_mqtt_topic_and_their_outcomes_reach_kafka()
 -> Result<()> {
     let hub = NatsServer::hub()?;
     let leaf = NatsServer::leaf(&hub)?;
@@ -39,8 +40,13 @@ async fn a_command_written_to_kafka_sets_the_devices_file_and_its_outcome_reache
         uplink_config(&hub, &kafka, "readings", "e2e")
     );
     let mut uplink = start_uplink(&uplink_toml)?;
+    let broker = Mosquitto::start()?;
+    let mut vent = broker.watch("cmnd/vent/POWER").await?;
     let actuators = format!(
         r#"
+[mqtt]
+port = {port}
+
 [[sensors.simulated]]
 id = "count"
 waveform = "counter"
@@ -48,11 +54,17 @@ interval = "1s"
 
 [[actuators.file]]
 id = "fan"
-path = "{}"
+path = "{duty}"
 accepts = {{ kind = "number", min = 0, max = 100 }}
 scale = 10
+
+[[actuators.mqtt]]
+id = "vent"
+topic = "cmnd/vent/POWER"
+accepts = {{ kind = "enum", values = ["ON", "OFF"] }}
 "#,
-        duty.display()
+        port = broker.port(),
+        duty = duty.display()
     );
     let mut agent = start_agent(&agent_config("pi-1", &leaf, state.path(), &actuators))?;
 
@@ -64,9 +76,10 @@ scale = 10
         r#"{"actuator":"fan","value":140,"id":"too-much"}"#,
     )
     .await;
+    produce(&kafka, "pi-1", r#"{"actuator":"vent","value":"ON"}"#).await;
     let reader = KafkaReader::new(kafka.bootstrap());
     let records = reader
-        .read_until_async("tributary.outcomes", 2, WAIT)
+        .read_until_async("tributary.outcomes", 3, WAIT)
         .await?;
     let took = sent.elapsed();
     let outcomes: Vec<Outcome> = records
@@ -86,8 +99,15 @@ scale = 10
         "{:?}",
         outcomes[1].reason
     );
+    assert_eq!(outcomes[2].command_id, "commands:0:2");
+    assert_eq!(outcomes[2].outcome, Verdict::Applied, "{:?}", outcomes[2]);
+    assert_eq!(
+        vent.next_payload(Duration::from_secs(10)).await.as_deref(),
+        Some("ON"),
+        "the plain payload on the Tasmota-style topic"
+    );
     assert_eq!(records[0].key_str(), Some("pi-1"));
-    eprintln!("two commands from Kafka to their outcomes in Kafka in {took:?}");
+    eprintln!("three commands from Kafka to their outcomes in Kafka in {took:?}");
     assert!(agent.terminate(Duration::from_secs(20))?.success());
     assert!(uplink.terminate(Duration::from_secs(30))?.success());
     Ok(())
