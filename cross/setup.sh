@@ -35,12 +35,14 @@ else
 fi
 
 # --- cargo tools ----------------------------------------------------------------
-for tool in cargo-zigbuild cargo-deb; do
+# Pinned, like zig: the versions the builds were last proven with (2026-12-02).
+for pinned in cargo-zigbuild@0.24.1 cargo-deb@3.8.0; do
+    tool=${pinned%@*}
     if have_cargo_bin "$tool"; then
         log "$tool present"
     else
-        log "installing $tool (cargo install --locked; a few minutes)"
-        nice -n 10 cargo install "$tool" --locked
+        log "installing $pinned (cargo install --locked; a few minutes)"
+        nice -n 10 cargo install "$tool" --locked --version "${pinned#*@}"
     fi
 done
 
