@@ -33,6 +33,20 @@ fn server_2_10() -> Option<PathBuf> {
         .find(|b| b.exists() && version(b) >= (2, 10))
 }
 
+/// A shipped hub configuration moved onto loopback ports, with its store
+/// in `dir` and a smaller file store bound.
+fn on_loopback(shipped: &str, client: u16, http: u16, leaf: u16, dir: &std::path::Path) -> String {
+    shipped
+        .replace("\"0.0.0.0:4222\"", &format!("\"127.0.0.1:{client}\""))
+        .replace("\"127.0.0.1:8222\"", &format!("\"127.0.0.1:{http}\""))
+        .replace("port: 7422", &format!("listen: \"127.0.0.1:{leaf}\""))
+        .replace(
+            "/var/lib/nats/jetstream",
+            &dir.join("js").display().to_string(),
+        )
+        .replace("max_file_store: 20GB", "max_file_store: 1GB")
+}
+
 /// The body of `GET path` on the hub's monitoring port.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     tributary_tests::prometheus::http_get(port, path).map(|(_, body)| body)
@@ -47,15 +61,7 @@ async fn the_shipped_hub_configuration_syncs_every_write_and_takes_readings() ->
     let shipped = include_str!("../../config/examples/hub.conf");
     let dir = tempfile::tempdir().expect("temp dir");
     let (client, http, leaf) = (free_port(), free_port(), free_port());
-    let conf = shipped
-        .replace("\"0.0.0.0:4222\"", &format!("\"127.0.0.1:{client}\""))
-        .replace("\"127.0.0.1:8222\"", &format!("\"127.0.0.1:{http}\""))
-        .replace("port: 7422", &format!("listen: \"127.0.0.1:{leaf}\""))
-        .replace(
-            "/var/lib/nats/jetstream",
-            &dir.path().join("js").display().to_string(),
-        )
-        .replace("max_file_store: 20GB", "max_file_store: 1GB");
+    let conf = on_loopback(shipped, client, http, leaf, dir.path());
     assert_ne!(conf, shipped);
     let path = dir.path().join("hub.conf");
     std::fs::write(&path, &conf).expect("write config");
@@ -105,16 +111,8 @@ async fn the_shipped_cluster_configuration_forms_a_three_node_hub_that_replicate
     let mut nodes = Vec::new();
     for (i, (client, http, route, leaf)) in ports.iter().enumerate() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut conf = shipped
-            .replace("\"0.0.0.0:4222\"", &format!("\"127.0.0.1:{client}\""))
-            .replace("\"127.0.0.1:8222\"", &format!("\"127.0.0.1:{http}\""))
-            .replace("\"0.0.0.0:6222\"", &format!("\"127.0.0.1:{route}\""))
-            .replace("port: 7422", &format!("listen: \"127.0.0.1:{leaf}\""))
-            .replace(
-                "/var/lib/nats/jetstream",
-                &dir.path().join("js").display().to_string(),
-            )
-            .replace("max_file_store: 20GB", "max_file_store: 1GB");
+        let mut conf = on_loopback(shipped, *client, *http, *leaf, dir.path())
+            .replace("\"0.0.0.0:6222\"", &format!("\"127.0.0.1:{route}\""));
         for (j, (_, _, route, _)) in ports.iter().enumerate() {
             conf = conf.replace(
                 &format!("hub-{}:6222", j + 1),
