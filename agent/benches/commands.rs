@@ -25,12 +25,14 @@
 
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::time::Duration;
-use tributary_tests::bench::{env_u64, median, now_ns, summary};
+use tributary_tests::bench::{
+    env_u64, id_time, median, now_ns, record_time, send, summary, write_commands,
+};
 use tributary_tests::tributary::{agent_config, start_program, uplink_config};
 use tributary_tests::{Kafka, NatsServer, bins};
 use tributary_wire::command::Outcome;
@@ -38,11 +40,6 @@ use tributary_wire::command::Outcome;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const OUTCOMES: &str = "tributary.outcomes";
-
-/// The write time (ns) a payload carries after `"t` in its id.
-fn sent_ns(text: &str) -> Option<u64> {
-    text.split("\"t").nth(1)?.split('"').next()?.parse().ok()
-}
 
 /// A consumer of partition 0 of each of `topics` from their ends.
 fn reader(
@@ -78,32 +75,8 @@ async fn echo(
     let producer = producer(kafka)?;
     loop {
         let m = consumer.recv().await?;
-        let payload = m.payload().unwrap_or_default().to_vec();
-        producer
-            .send(
-                FutureRecord::to(to).key("pi-1").payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
+        send(&producer, to, m.payload().unwrap_or_default()).await?;
     }
-}
-
-/// Writes `n` commands to `topic` at `rate` per second.
-async fn write(producer: &FutureProducer, topic: &str, n: u64, rate: u64) -> Result<(), Error> {
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    for _ in 0..n {
-        tick.tick().await;
-        let payload = format!(r#"{{"actuator":"fan","value":1,"id":"t{}"}}"#, now_ns());
-        producer
-            .send(
-                FutureRecord::to(topic).key("pi-1").payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    Ok(())
 }
 
 /// Per command write time: (applied ms, arrival ms) from `n` records of
@@ -122,10 +95,10 @@ async fn observe(
         let payload = m.payload().unwrap_or_default();
         let (sent, applied_ns) = if outcomes {
             let o: Outcome = serde_json::from_slice(payload)?;
-            let sent = sent_ns(&format!("\"{}\"", o.command_id)).ok_or("an id without time")?;
+            let sent = id_time(&o.command_id).ok_or("an id without time")?;
             (sent, o.finished_at_ms.saturating_mul(1_000_000))
         } else {
-            let sent = sent_ns(std::str::from_utf8(payload)?).ok_or("a record without time")?;
+            let sent = record_time(std::str::from_utf8(payload)?).ok_or("a record without time")?;
             (sent, arrived)
         };
         let ms = |t: u64| t.saturating_sub(sent) as f64 / 1e6;
@@ -188,9 +161,9 @@ async fn main() -> Result<(), Error> {
     let outcomes = reader(kafka.client_config(), "bench-outcomes", &[OUTCOMES])?;
     let producer = producer(kafka.client_config())?;
     // Warm-up: connections, partition assignments, the agent's consumer.
-    write(&producer, "commands", 3, 2).await?;
+    write_commands(&producer, "commands", "fan", 3, 2).await?;
     observe(&outcomes, 3, true).await?;
-    write(&producer, "baseline", 3, 2).await?;
+    write_commands(&producer, "baseline", "fan", 3, 2).await?;
     observe(&replies, 3, false).await?;
 
     println!(
@@ -198,15 +171,18 @@ async fn main() -> Result<(), Error> {
     );
     let (mut base, mut applied, mut back) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (b, _) = tokio::try_join!(
+        let (seen, written) = tokio::join!(
             observe(&replies, n, false),
-            write(&producer, "baseline", n, rate)
-        )?;
-        let b = summary(b.1);
-        let ((a, k), _) = tokio::try_join!(
+            write_commands(&producer, "baseline", "fan", n, rate)
+        );
+        written?;
+        let b = summary(seen?.1);
+        let (seen, written) = tokio::join!(
             observe(&outcomes, n, true),
-            write(&producer, "commands", n, rate)
-        )?;
+            write_commands(&producer, "commands", "fan", n, rate)
+        );
+        written?;
+        let (a, k) = seen?;
         let (a, k) = (summary(a), summary(k));
         for (name, s) in [("baseline", b), ("applied", a), ("outcome", k)] {
             println!(

@@ -312,14 +312,15 @@ pub fn command(
     value: tributary_wire::control::JsonValue,
     offset: i64,
 ) -> tributary_wire::command::Command {
+    let issued_at_ms = now_ms();
     tributary_wire::command::Command {
         format: tributary_wire::command::COMMAND_FORMAT,
         id: id.to_owned(),
         device: device.to_owned(),
         actuator: actuator.to_owned(),
         value,
-        issued_at_ms: now_ms(),
-        expires_at_ms: now_ms() + 600_000,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 600_000,
         source: tributary_wire::command::KafkaPosition {
             topic: "commands".into(),
             partition: 0,

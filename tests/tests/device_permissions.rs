@@ -259,65 +259,49 @@ async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() ->
             r#"{{"stream_name":"{COMMAND_STREAM}","config":{{"durable_name":"{name}","name":"{name}","filter_subject":"{filter}","ack_policy":"explicit"}}}}"#
         )
     };
-    // B's own consumer name, filtered on A's commands.
-    let own_name = consumer_name("pi-b");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{a_filter}"),
-        &config(&own_name, &a_filter),
-    )
-    .await;
-    assert!(r.is_err(), "B made a consumer of A's commands: {r:?}");
-    // B's own consumer subject with A's filter in the request only.
+    let (own_name, a_name) = (consumer_name("pi-b"), consumer_name("pi-a"));
     let b_filter = device_filter("tributary-ctl", "pi-b");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{b_filter}"),
-        &config(&own_name, &a_filter),
-    )
-    .await;
-    assert!(
-        r.is_err(),
-        "the server took a filter unlike its subject's: {r:?}"
-    );
-    // A's consumer, by name.
-    let a_name = consumer_name("pi-a");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{a_name}.{a_filter}"),
-        &config(&a_name, &a_filter),
-    )
-    .await;
-    assert!(r.is_err(), "B created A's consumer: {r:?}");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.CONSUMER.MSG.NEXT.{COMMAND_STREAM}.{a_name}"),
-        r#"{"batch":1,"expires":1000000000}"#,
-    )
-    .await;
-    assert!(r.is_err(), "B pulled from A's consumer: {r:?}");
-    // An unfiltered (old style) consumer, and the stream's messages directly.
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}"),
-        &format!(r#"{{"stream_name":"{COMMAND_STREAM}","config":{{"ack_policy":"none"}}}}"#),
-    )
-    .await;
-    assert!(r.is_err(), "B made an ephemeral consumer: {r:?}");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.DIRECT.GET.{COMMAND_STREAM}"),
-        r#"{"seq":1}"#,
-    )
-    .await;
-    assert!(r.is_err(), "B read the command stream directly: {r:?}");
-    let r = api(
-        &on_b,
-        format!("{api_prefix}.STREAM.MSG.GET.{COMMAND_STREAM}"),
-        r#"{"seq":1}"#,
-    )
-    .await;
-    assert!(r.is_err(), "B read the command stream: {r:?}");
+    let refused = [
+        (
+            "B made a consumer of A's commands (its own name, A's filter)",
+            format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{a_filter}"),
+            config(&own_name, &a_filter),
+        ),
+        (
+            "the server took a filter unlike its subject's (A's in the request only)",
+            format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{own_name}.{b_filter}"),
+            config(&own_name, &a_filter),
+        ),
+        (
+            "B created A's consumer",
+            format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{a_name}.{a_filter}"),
+            config(&a_name, &a_filter),
+        ),
+        (
+            "B pulled from A's consumer",
+            format!("{api_prefix}.CONSUMER.MSG.NEXT.{COMMAND_STREAM}.{a_name}"),
+            r#"{"batch":1,"expires":1000000000}"#.to_owned(),
+        ),
+        (
+            "B made an unfiltered (old style) ephemeral consumer",
+            format!("{api_prefix}.CONSUMER.CREATE.{COMMAND_STREAM}"),
+            format!(r#"{{"stream_name":"{COMMAND_STREAM}","config":{{"ack_policy":"none"}}}}"#),
+        ),
+        (
+            "B read the command stream directly",
+            format!("{api_prefix}.DIRECT.GET.{COMMAND_STREAM}"),
+            r#"{"seq":1}"#.to_owned(),
+        ),
+        (
+            "B read the command stream",
+            format!("{api_prefix}.STREAM.MSG.GET.{COMMAND_STREAM}"),
+            r#"{"seq":1}"#.to_owned(),
+        ),
+    ];
+    for (what, subject, body) in refused {
+        let r = api(&on_b, subject, &body).await;
+        assert!(r.is_err(), "{what}: {r:?}");
+    }
     // A plain subscription to A's command subjects sees nothing of them.
     let mut sniff = on_b.subscribe("tributary-ctl.cmd.pi-a.>").await.unwrap();
     on_b.flush().await.unwrap();

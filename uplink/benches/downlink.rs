@@ -20,37 +20,15 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tributary_tests::bench::{env_u64, median, now_ns, summary};
+use tributary_tests::bench::{env_u64, median, now_ns, record_time, summary, write_commands};
 use tributary_tests::{Kafka, NatsServer};
 use tributary_uplink::health::Health;
 use tributary_uplink::metrics::Metrics;
-
-/// Writes `n` commands to `topic` at `rate` per second.
-async fn write(kafka: &Kafka, topic: &str, n: u64, rate: u64) {
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    for _ in 0..n {
-        tick.tick().await;
-        let payload = format!(r#"{{"actuator":"vent","value":1,"id":"t{}"}}"#, now_ns());
-        producer
-            .send(
-                FutureRecord::to(topic).key("pi-1").payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-}
 
 /// Latencies (ms) of the first `n` messages on `subject`: now minus the
 /// send time found after `"id":"t` in the payload.
@@ -61,12 +39,7 @@ async fn observe(mut sub: async_nats::Subscriber, n: u64) -> Vec<f64> {
             panic!("only {} of {n} commands arrived", out.len());
         };
         let text = std::str::from_utf8(&m.payload).unwrap();
-        let sent: u64 = text
-            .split("\"id\":\"t")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|d| d.parse().ok())
-            .expect("a send time in the id");
+        let sent = record_time(text).expect("a send time in the id");
         out.push(now_ns().saturating_sub(sent) as f64 / 1e6);
     }
     out
@@ -113,6 +86,11 @@ async fn main() {
     kafka.create_topic("commands", 1).unwrap();
     kafka.create_topic("baseline", 1).unwrap();
     let client = hub.connect().await.unwrap();
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
     let js = jetstream::new(client.clone());
     js.get_or_create_stream(jetstream::stream::Config {
         name: "BENCH".into(),
@@ -156,7 +134,9 @@ async fn main() {
             let sub = client.subscribe(subject).await.unwrap();
             client.flush().await.unwrap();
             let seen = tokio::spawn(observe(sub, n));
-            write(&kafka, topic, n, rate).await;
+            write_commands(&producer, topic, "vent", n, rate)
+                .await
+                .unwrap();
             let s = summary(seen.await.unwrap());
             println!(
                 "round {round} {name:>8}: {:.2} / {:.2} / {:.2}",
