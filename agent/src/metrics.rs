@@ -100,6 +100,24 @@ pub fn render(stats: &AgentStats) -> String {
         stats.spilled_messages.load(Relaxed),
     );
     gauge(
+        "tributary_agent_read_backs_total",
+        "counter",
+        "Read backs of what the hub holds of this device, before resending.",
+        stats.read_backs.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_read_back_failures_total",
+        "counter",
+        "Read backs that failed or timed out; everything unacknowledged was resent.",
+        stats.read_back_failures.load(Relaxed),
+    );
+    gauge(
+        "tributary_agent_already_stored_messages_total",
+        "counter",
+        "Messages not sent again because the hub already held them.",
+        stats.already_stored_messages.load(Relaxed),
+    );
+    gauge(
         "tributary_agent_buffer_syncs_total",
         "counter",
         "fdatasync/fsync calls of the buffer since start.",

@@ -30,7 +30,7 @@ use crate::buffer::{Buffer, BufferConfig, OpenError};
 use crate::buffer_owner::{self, BufferThreadError};
 use crate::control::fleet::{Decision, FleetState, FleetValue};
 use crate::control::{self, ControlError, Running};
-use crate::link::{Backoff, Link, LinkError, LinkSettings};
+use crate::link::{Backoff, HubPublisher, Link, LinkError, LinkSettings};
 use crate::nats_connect::{self, ConnectError};
 use crate::sensors::{self, Observation, SensorContext};
 use crate::state_lock::{LockError, StateLock};
@@ -130,6 +130,7 @@ pub fn link_settings(cfg: &AgentConfig) -> LinkSettings {
         ),
         flush_interval: cfg.buffer.flush_interval.get(),
         drain_deadline: cfg.forward.ack_timeout.get(),
+        readback_dir: Some(cfg.buffer_dir()),
     }
 }
 
@@ -204,7 +205,20 @@ pub async fn run(
 
     let link_stop = CancellationToken::new();
     let (msg_tx, msg_rx) = mpsc::channel::<Message>(MESSAGE_CHANNEL);
-    let link = Link::new(js, handle.clone(), link_settings(&cfg), stats.clone());
+    let publisher = HubPublisher::new(
+        js,
+        client.clone(),
+        &cfg.control.fleet_domain,
+        &cfg.forward.subject_prefix,
+        &device,
+        cfg.forward.ack_timeout.get(),
+    );
+    let link = Link::new(
+        publisher,
+        handle.clone(),
+        link_settings(&cfg),
+        stats.clone(),
+    );
     let link = tokio::spawn(link.run(msg_rx, link_stop.clone()));
     let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
     let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch_settings(&cfg)));

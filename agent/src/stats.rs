@@ -71,6 +71,12 @@ pub struct AgentStats {
     pub spills: AtomicU64,
     /// Messages written to the buffer by spills.
     pub spilled_messages: AtomicU64,
+    /// Read backs of what the hub holds that succeeded (before resends).
+    pub read_backs: AtomicU64,
+    /// Read backs that failed or timed out (everything was resent).
+    pub read_back_failures: AtomicU64,
+    /// Messages not sent again because a read back found them held.
+    pub already_stored_messages: AtomicU64,
     /// `fdatasync`/`fsync` calls of the buffer since start.
     pub buffer_syncs: AtomicU64,
     /// Times the buffer found its file system full before its size cap

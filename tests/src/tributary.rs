@@ -135,7 +135,16 @@ partitions = 3
 /// Creates the readings stream on `hub` (file storage, 2 minute duplicate
 /// window), retrying while JetStream warms up.
 pub async fn create_stream(hub: &NatsServer) -> Result<async_nats::jetstream::stream::Stream> {
-    create_stream_of(hub, STREAM, "tributary.>").await
+    create_stream_of(hub, STREAM, "tributary.>", Duration::from_secs(120)).await
+}
+
+/// [`create_stream`] with a duplicate window of `window` (short, to test
+/// resends that come after it).
+pub async fn create_stream_with_window(
+    hub: &NatsServer,
+    window: Duration,
+) -> Result<async_nats::jetstream::stream::Stream> {
+    create_stream_of(hub, STREAM, "tributary.>", window).await
 }
 
 /// Creates the command stream on `hub` as the uplink does (file storage,
@@ -148,6 +157,7 @@ pub async fn create_command_stream(
         hub,
         tributary_wire::command::COMMAND_STREAM,
         &tributary_wire::command::stream_subject("tributary-ctl"),
+        Duration::from_secs(120),
     )
     .await
 }
@@ -156,6 +166,7 @@ async fn create_stream_of(
     hub: &NatsServer,
     name: &str,
     subject: &str,
+    duplicate_window: Duration,
 ) -> Result<async_nats::jetstream::stream::Stream> {
     let client = hub.connect().await?;
     let js = async_nats::jetstream::new(client);
@@ -166,7 +177,7 @@ async fn create_stream_of(
                 name: name.to_owned(),
                 subjects: vec![subject.to_owned()],
                 storage: async_nats::jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window,
                 ..Default::default()
             })
             .await

@@ -1,9 +1,9 @@
 //! Per-device permissions on the hub, with the shipped template
 //! (`cross/hub/device-user.conf`) rendered for two devices: each device's
 //! leaf may publish only its own readings, answer only its own control
-//! requests, read only its own fleet configuration key and consume only its
-//! own commands — while its own readings, requests, configuration and
-//! commands flow.
+//! requests, read only its own fleet configuration key, consume only its
+//! own commands and read back only its own readings — while its own
+//! readings, requests, configuration and commands flow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -331,5 +331,90 @@ async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() ->
     publish_command(&js, &command("pi-a", "a3", "led", JsonValue::Int(40), 5)).await?;
     wait_for_file(&led_a, "40", &agent_a).await;
     assert!(agent_a.is_running() && agent_b.is_running());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reads_back_only_its_own_readings() -> Result<()> {
+    use tributary_agent::link::{HubPublisher, Publisher};
+    let (_hub, leaf_a, leaf_b) = two_devices().await?;
+    let (on_a, on_b) = (leaf_a.connect().await?, leaf_b.connect().await?);
+    for (client, device) in [(&on_a, "pi-a"), (&on_b, "pi-b")] {
+        let js = async_nats::jetstream::new(client.clone());
+        for seq in 1..=3u64 {
+            let msg = async_nats::jetstream::message::PublishMessage::build()
+                .payload("reading".into())
+                .message_id(format!("{device}:1:{seq}+1"));
+            js.send_publish(format!("tributary.{device}.temp"), msg)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let reader = |client: &async_nats::Client, device: &str| {
+        HubPublisher::new(
+            async_nats::jetstream::new(client.clone()),
+            client.clone(),
+            "hub",
+            "tributary",
+            device,
+            Duration::from_secs(2),
+        )
+    };
+    // B reads back its own three messages, from the start and from the middle.
+    let own = reader(&on_b, "pi-b");
+    let found = own
+        .read_back("TRIBUTARY", 1)
+        .await
+        .expect("its own read back");
+    assert_eq!(found.messages(), 3, "B's three, none of A's");
+    assert!(found.contains_msg_id("pi-b:1:1+1") && found.contains_msg_id("pi-b:1:3+1"));
+    let later = own
+        .read_back("TRIBUTARY", 5)
+        .await
+        .expect("read back again");
+    assert!(!later.contains_msg_id("pi-b:1:1+1") && later.contains_msg_id("pi-b:1:3+1"));
+    // Pretending to be A behind B's leaf gets nothing.
+    let as_a = reader(&on_b, "pi-a").read_back("TRIBUTARY", 1).await;
+    assert!(as_a.is_err(), "B read back A's readings: {as_a:?}");
+    let api_prefix = "$JS.hub.API";
+    let config = |name: &str, filter: &str| {
+        format!(
+            r#"{{"stream_name":"TRIBUTARY","config":{{"name":"{name}","filter_subject":"{filter}","ack_policy":"none","headers_only":true}}}}"#
+        )
+    };
+    let refused = [
+        (
+            "B made its read-back consumer on A's readings",
+            format!("{api_prefix}.CONSUMER.CREATE.TRIBUTARY.rb-pi-b.tributary.pi-a.>"),
+            config("rb-pi-b", "tributary.pi-a.>"),
+        ),
+        (
+            "the server took a filter unlike its subject's",
+            format!("{api_prefix}.CONSUMER.CREATE.TRIBUTARY.rb-pi-b.tributary.pi-b.>"),
+            config("rb-pi-b", "tributary.pi-a.>"),
+        ),
+        (
+            "B removed A's read-back consumer",
+            format!("{api_prefix}.CONSUMER.DELETE.TRIBUTARY.rb-pi-a"),
+            String::new(),
+        ),
+        (
+            "B read the readings stream directly",
+            format!("{api_prefix}.DIRECT.GET.TRIBUTARY"),
+            r#"{"seq":1}"#.to_owned(),
+        ),
+    ];
+    for (what, subject, body) in refused {
+        let r = api(&on_b, subject, &body).await;
+        assert!(r.is_err(), "{what}: {r:?}");
+    }
+    // A's own read back still works afterwards.
+    let a_found = reader(&on_a, "pi-a")
+        .read_back("TRIBUTARY", 1)
+        .await
+        .expect("A's read back");
+    assert_eq!(a_found.messages(), 3);
     Ok(())
 }

@@ -13,7 +13,14 @@
 //!   because the leaf lost its hub, disconnect). The window is dropped, the
 //!   buffer rewound, every message in memory waits again, and nothing is
 //!   published until a jittered exponential backoff ends.
-//! * **Catching up** — after the backoff (and at start), records are read
+//! * **Reconciling** — after the backoff (and at start, when the last run
+//!   left a read-back point), the link reads back which of its messages the
+//!   hub's stream already holds ([`stored`], [`readback`]): a message
+//!   stored whose ack was lost would otherwise become a second stream
+//!   message once the stream's duplicate window has passed. Messages and
+//!   spills are served meanwhile; a read back that fails only means
+//!   resending everything, as before.
+//! * **Catching up** — after reconciling, records are read
 //!   from the disk buffer, oldest first, and published, refilling the
 //!   window each time half of it came back. New messages wait in memory
 //!   behind the backlog, keeping order. When a read finds nothing more
@@ -42,7 +49,8 @@
 //! Messages leave in cut order: memory is only published when the disk has
 //! nothing unread, and a failure rewinds both. A resend is the identical
 //! message (bytes and `Nats-Msg-Id` fixed at the cut), so the hub's
-//! duplicate window drops what it already stored. Only a failure that
+//! duplicate window drops what it already stored, and what the read back
+//! found held is not sent at all, however long ago it was stored. Only a failure that
 //! loses an ack in the middle of the window can make the hub store a later
 //! message before the resent earlier one.
 //!
@@ -53,13 +61,22 @@
 //! whatever is unacknowledged and closes the buffer: SIGTERM ends within
 //! the ack timeout plus one spill, whether or not the hub is reachable.
 
+mod hub;
 mod memory;
 mod publish;
+mod readback;
+#[cfg(test)]
+mod readback_tests;
 mod state;
+mod stopping;
+pub mod stored;
 #[cfg(test)]
 mod tests;
 
-pub use publish::{AckFuture, Backoff, PublishError, Publisher};
+pub use hub::HubPublisher;
+pub use publish::{
+    AckFuture, Backoff, PublishError, Publisher, ReadBackError, ReadBackFuture, Stored,
+};
 pub use state::LinkState;
 
 use crate::batcher::Message;
@@ -67,7 +84,9 @@ use crate::buffer_owner::{BufferGone, BufferHandle, Spilled};
 use crate::stats::AgentStats;
 use futures::stream::{FuturesUnordered, StreamExt};
 use memory::Memory;
+use readback::ReadBack;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -97,6 +116,9 @@ pub struct LinkSettings {
     pub flush_interval: Duration,
     /// On shutdown, wait at most this long for in-flight acks.
     pub drain_deadline: Duration,
+    /// Where the read-back point is kept across restarts (the buffer
+    /// directory); `None`: read back only after failures of this run.
+    pub readback_dir: Option<PathBuf>,
 }
 
 /// Why the link stopped with an error. The network never stops it; only
@@ -124,7 +146,7 @@ struct Acked {
     /// Timestamp of the message's first reading (UTC ns).
     first_ts_ns: i64,
     started: std::time::Instant,
-    result: Result<(), PublishError>,
+    result: Result<Stored, PublishError>,
 }
 
 type InFlight = FuturesUnordered<futures::future::BoxFuture<'static, Acked>>;
@@ -139,6 +161,7 @@ enum Step {
 enum State {
     Live,
     Spilling { retry_at: Instant },
+    Reconciling,
     CatchingUp,
 }
 
@@ -169,6 +192,7 @@ pub struct Link<P> {
     /// The `block` policy held the last spill back: retry then.
     blocked_until: Option<Instant>,
     tick: tokio::time::Interval,
+    readback: ReadBack,
 }
 
 impl<P> std::fmt::Debug for Link<P> {
@@ -204,6 +228,7 @@ impl<P: Publisher> Link<P> {
             disk_acks: Vec::new(),
             blocked_until: None,
             tick,
+            readback: ReadBack::default(),
         }
     }
 
@@ -215,12 +240,13 @@ impl<P: Publisher> Link<P> {
         mut input: mpsc::Receiver<Message>,
         shutdown: CancellationToken,
     ) -> Result<(), LinkError> {
-        let mut state = State::CatchingUp;
+        self.readback = ReadBack::open(self.settings.readback_dir.clone()).await;
+        let mut state = self.after_backoff();
         loop {
             let public = match state {
                 State::Live => LinkState::Live,
                 State::Spilling { .. } => LinkState::Spilling,
-                State::CatchingUp => LinkState::CatchingUp,
+                State::Reconciling | State::CatchingUp => LinkState::CatchingUp,
             };
             self.stats
                 .link_state
@@ -231,6 +257,7 @@ impl<P: Publisher> Link<P> {
                 State::Spilling { retry_at } => {
                     self.spilling(retry_at, &mut input, &shutdown).await?
                 }
+                State::Reconciling => self.reconciling(&mut input, &shutdown).await?,
                 State::CatchingUp => self.catching_up(&mut input, &shutdown).await?,
             };
             match step {
@@ -255,6 +282,19 @@ impl<P: Publisher> Link<P> {
             if let Some(step) = self.settle(event).await? {
                 return Ok(step);
             }
+            if self.window.is_empty() && self.memory.len() == 0 {
+                self.readback.clean();
+            }
+        }
+    }
+
+    /// Where the link goes when it may publish again: reconciling when a
+    /// read back is due, else catching up.
+    fn after_backoff(&self) -> State {
+        if self.readback.wanted() {
+            State::Reconciling
+        } else {
+            State::CatchingUp
         }
     }
 
@@ -269,7 +309,7 @@ impl<P: Publisher> Link<P> {
             match self.next_event(input, shutdown, Some(retry_at)).await {
                 Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
                 Event::Input(Some(m)) => self.memory.push(m),
-                Event::Retry => return Ok(Step::To(State::CatchingUp)),
+                Event::Retry => return Ok(Step::To(self.after_backoff())),
                 Event::SpillDue => {
                     self.spill().await?;
                 }
@@ -330,54 +370,6 @@ impl<P: Publisher> Link<P> {
         Ok(step)
     }
 
-    /// The last messages, the last acks, one last spill, close.
-    async fn stop(
-        mut self,
-        input: &mut mpsc::Receiver<Message>,
-        live: bool,
-    ) -> Result<(), LinkError> {
-        let deadline = Instant::now() + self.settings.drain_deadline;
-        // The batcher cuts what the stopped sensors sent and closes.
-        loop {
-            tokio::select! {
-                m = input.recv() => match m {
-                    Some(m) => self.memory.push(m),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        let mut publishing = live;
-        let mut failed = false;
-        loop {
-            if publishing && let Err(e) = self.publish_waiting().await {
-                tracing::debug!(error = %e, "publishing at shutdown failed");
-                publishing = false;
-            }
-            if self.window.is_empty() || failed {
-                break;
-            }
-            tokio::select! {
-                Some(a) = self.window.next() => {
-                    if self.on_ack(a).is_err() {
-                        failed = true;
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        let unanswered = self.window.len();
-        self.window.clear();
-        self.spilled.clear();
-        self.send_disk_acks().await?;
-        // Nothing is in flight any more: everything spilled is unread.
-        self.memory.reset_to_waiting();
-        self.spill().await?;
-        self.buffer.close().await?;
-        tracing::info!(unanswered, "link stopped");
-        Ok(())
-    }
-
     async fn next_event(
         &mut self,
         input: &mut mpsc::Receiver<Message>,
@@ -427,6 +419,10 @@ impl<P: Publisher> Link<P> {
             };
             let (subject, msg_id, bytes) = (m.subject.clone(), m.msg_id.clone(), m.bytes.clone());
             let meta = (m.readings, m.first_timestamp_ns);
+            if self.already_stored(&msg_id) {
+                self.memory.ack(token);
+                continue;
+            }
             self.publish(Origin::Memory(token), &subject, &msg_id, bytes, meta)
                 .await?;
         }
@@ -448,12 +444,17 @@ impl<P: Publisher> Link<P> {
                 return Ok(());
             }
         };
+        let msg_id = env.msg_id();
+        if self.already_stored(&msg_id) {
+            self.disk_acks.push(record.id);
+            return Ok(());
+        }
         let subject = env.subject(&self.settings.subject_prefix);
         let first_ts_ns = env.samples.first().map_or(0, |s| s.timestamp_ns);
         self.publish(
             Origin::Disk(record.id),
             &subject,
-            &env.msg_id(),
+            &msg_id,
             record.bytes,
             (env.samples.len(), first_ts_ns),
         )
@@ -491,7 +492,7 @@ impl<P: Publisher> Link<P> {
 
     /// Settles one acknowledgement; an error is the caller's to fail on.
     fn on_ack(&mut self, a: Acked) -> Result<(), PublishError> {
-        a.result?;
+        self.readback.on_stored(a.result?);
         self.backoff.reset();
         match a.origin {
             Origin::Memory(token) => {
@@ -571,6 +572,7 @@ impl<P: Publisher> Link<P> {
         self.send_disk_acks().await?;
         self.buffer.rewind().await?;
         self.memory.reset_to_waiting();
+        self.readback.failed();
         self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
         let delay = self.backoff.next_delay();
         tracing::warn!(

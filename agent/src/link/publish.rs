@@ -1,10 +1,11 @@
-//! What the link publishes through: a [`Publisher`] (JetStream through the
-//! leaf in the agent, a scripted one in the state tests) and the backoff
-//! between attempts.
+//! What the link publishes through: a [`Publisher`] (the hub's JetStream
+//! through the leaf in the agent, [`super::hub::HubPublisher`]; a scripted
+//! one in the state tests) and the backoff between attempts.
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use super::stored::StoredRanges;
 use bytes::Bytes;
-use std::future::{Future, IntoFuture};
+use futures::future::BoxFuture;
+use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -24,8 +25,64 @@ pub enum PublishError {
     Timeout(Duration),
 }
 
+/// Where the hub stored a message, from its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The stream that holds it.
+    pub stream: String,
+    /// Its stream sequence (the original's, for a duplicate).
+    pub seq: u64,
+}
+
 /// A pending acknowledgement.
-pub type AckFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+pub type AckFuture = Pin<Box<dyn Future<Output = Result<Stored, PublishError>> + Send>>;
+
+/// Why reading back what the hub holds failed. The link then resends
+/// without skipping anything (duplicates possible, nothing lost).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// A request to the hub's JetStream API got no answer in time (the
+    /// hub is away, or this device may not make it: see
+    /// `cross/hub/device-user.conf`).
+    #[error("the hub did not answer {what} in time")]
+    Timeout {
+        /// Which request.
+        what: &'static str,
+    },
+    /// A request could not be sent, or nobody answers the API (no
+    /// JetStream with the agent's `control.fleet_domain` behind the leaf).
+    #[error("cannot ask the hub ({what})")]
+    Request {
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The hub answered with an error.
+    #[error("the hub refused {what}: {description} (code {code})")]
+    Refused {
+        /// Which request.
+        what: &'static str,
+        /// JetStream's error code.
+        code: u64,
+        /// JetStream's description.
+        description: String,
+    },
+    /// The hub's answer is not what JetStream answers.
+    #[error("the hub's answer to {what} does not parse")]
+    Answer {
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The future of a read back; it owns what it needs (the link keeps
+/// serving its other events while it runs).
+pub type ReadBackFuture = BoxFuture<'static, Result<StoredRanges, ReadBackError>>;
 
 /// Publishes one message and hands back its acknowledgement.
 pub trait Publisher: Send + 'static {
@@ -36,27 +93,10 @@ pub trait Publisher: Send + 'static {
         msg_id: &str,
         bytes: Bytes,
     ) -> impl Future<Output = Result<AckFuture, PublishError>> + Send;
-}
 
-impl Publisher for jetstream::Context {
-    async fn publish(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        bytes: Bytes,
-    ) -> Result<AckFuture, PublishError> {
-        let msg = PublishMessage::build().payload(bytes).message_id(msg_id);
-        let ack = self
-            .send_publish(subject.to_owned(), msg)
-            .await
-            .map_err(|e| PublishError::Send(Box::new(e)))?;
-        Ok(Box::pin(async move {
-            ack.into_future()
-                .await
-                .map(|_| ())
-                .map_err(|e| PublishError::Ack(Box::new(e)))
-        }))
-    }
+    /// Reads back which messages of this device `stream` holds from stream
+    /// sequence `from` on (see [`super::stored`]).
+    fn read_back(&self, stream: &str, from: u64) -> ReadBackFuture;
 }
 
 /// Exponential backoff with jitter and a cap.

@@ -10,33 +10,60 @@ use tributary_wire::{Envelope, Sample, Value};
 
 /// What the scripted hub does with a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Acknowledge at once.
+pub(super) enum Mode {
+    /// Store and acknowledge at once.
     Ack,
+    /// Store, but the acknowledgement is lost.
+    StoreSilent,
     /// Refuse the publish (no responders).
     Refuse,
     /// Never answer.
     Silent,
 }
 
+/// A scripted hub: a stream without a duplicate window (every publish it
+/// stores is a new message), and read backs of what it stored.
 #[derive(Debug, Clone)]
-struct Scripted {
+pub(super) struct Scripted {
     mode: Arc<Mutex<Mode>>,
     published: Arc<Mutex<Vec<String>>>,
+    /// The stream: message ids by stream sequence − 1.
+    stored: Arc<Mutex<Vec<String>>>,
+    /// Read backs asked for (their start sequences).
+    read_backs: Arc<Mutex<Vec<u64>>>,
+    /// Read backs fail (as without the permission to make them).
+    refuse_read_back: Arc<Mutex<bool>>,
 }
 
 impl Scripted {
-    fn new(mode: Mode) -> Self {
+    pub(super) fn new(mode: Mode) -> Self {
         Scripted {
             mode: Arc::new(Mutex::new(mode)),
-            published: Arc::new(Mutex::new(Vec::new())),
+            published: Arc::default(),
+            stored: Arc::default(),
+            read_backs: Arc::default(),
+            refuse_read_back: Arc::default(),
         }
     }
-    fn set(&self, mode: Mode) {
+    pub(super) fn set(&self, mode: Mode) {
         *self.mode.lock().expect("lock") = mode;
     }
-    fn published(&self) -> Vec<String> {
+    pub(super) fn published(&self) -> Vec<String> {
         self.published.lock().expect("lock").clone()
+    }
+    pub(super) fn stored(&self) -> Vec<String> {
+        self.stored.lock().expect("lock").clone()
+    }
+    pub(super) fn read_backs(&self) -> Vec<u64> {
+        self.read_backs.lock().expect("lock").clone()
+    }
+    pub(super) fn refuse_read_back(&self, refuse: bool) {
+        *self.refuse_read_back.lock().expect("lock") = refuse;
+    }
+    pub(super) fn store(&self, msg_id: &str) -> u64 {
+        let mut stored = self.stored.lock().expect("lock");
+        stored.push(msg_id.to_owned());
+        stored.len() as u64
     }
 }
 
@@ -54,12 +81,44 @@ impl Publisher for Scripted {
         let mode = *self.mode.lock().expect("lock");
         self.published.lock().expect("lock").push(msg_id.to_owned());
         match mode {
-            Mode::Ack => Ok(Box::pin(async { Ok(()) })),
+            Mode::Ack => {
+                let seq = self.store(msg_id);
+                Ok(Box::pin(async move {
+                    Ok(Stored {
+                        stream: "S".into(),
+                        seq,
+                    })
+                }))
+            }
+            Mode::StoreSilent => {
+                self.store(msg_id);
+                Ok(Box::pin(futures::future::pending()))
+            }
             Mode::Refuse => Ok(Box::pin(async {
                 Err(PublishError::Ack(Box::new(NoResponders)))
             })),
             Mode::Silent => Ok(Box::pin(futures::future::pending())),
         }
+    }
+
+    fn read_back(&self, stream: &str, from: u64) -> ReadBackFuture {
+        assert_eq!(stream, "S", "the stream named in the acks");
+        self.read_backs.lock().expect("lock").push(from);
+        let refused = *self.refuse_read_back.lock().expect("lock");
+        let stored = self.stored();
+        Box::pin(async move {
+            if refused {
+                return Err(ReadBackError::Timeout {
+                    what: "the read-back consumer",
+                });
+            }
+            let mut found = super::stored::StoredRanges::default();
+            let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+            for id in stored.iter().skip(skip) {
+                found.insert_msg_id(id);
+            }
+            Ok(found)
+        })
     }
 }
 
@@ -79,7 +138,7 @@ fn envelope(seq: u64) -> Envelope {
     }
 }
 
-fn message(seq: u64) -> Message {
+pub(super) fn message(seq: u64) -> Message {
     let env = envelope(seq);
     Message {
         bytes: env.encode().expect("encode").into(),
@@ -91,7 +150,7 @@ fn message(seq: u64) -> Message {
     }
 }
 
-fn msg_id(seq: u64) -> String {
+pub(super) fn msg_id(seq: u64) -> String {
     envelope(seq).msg_id()
 }
 
@@ -103,14 +162,15 @@ fn settings() -> LinkSettings {
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(100)),
         flush_interval: Duration::from_millis(200),
         drain_deadline: Duration::from_millis(300),
+        readback_dir: None,
     }
 }
 
-struct Harness {
-    dir: tempfile::TempDir,
-    publisher: Scripted,
-    stats: Arc<AgentStats>,
-    input: mpsc::Sender<Message>,
+pub(super) struct Harness {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) publisher: Scripted,
+    pub(super) stats: Arc<AgentStats>,
+    pub(super) input: mpsc::Sender<Message>,
     stop: CancellationToken,
     link: tokio::task::JoinHandle<Result<(), LinkError>>,
     thread: BufferThread,
@@ -118,7 +178,22 @@ struct Harness {
 
 /// A link over a buffer that already holds `backlog` records.
 fn start(mode: Mode, backlog: &[u64]) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(
+        tempfile::tempdir().expect("tempdir"),
+        Scripted::new(mode),
+        backlog,
+        false,
+    )
+}
+
+/// A link over the buffer in `dir` (plus `backlog`) publishing to
+/// `publisher`; `keep_point`: the read-back point is kept in `dir`.
+pub(super) fn start_in(
+    dir: tempfile::TempDir,
+    publisher: Scripted,
+    backlog: &[u64],
+    keep_point: bool,
+) -> Harness {
     let (mut buffer, _) = Buffer::open(BufferConfig::new(dir.path())).expect("open");
     for seq in backlog {
         let _ = buffer
@@ -128,10 +203,13 @@ fn start(mode: Mode, backlog: &[u64]) -> Harness {
     buffer.flush().expect("flush");
     let stats = Arc::new(AgentStats::default());
     let (handle, thread) = buffer_owner::spawn(buffer, stats.clone()).expect("spawn");
-    let publisher = Scripted::new(mode);
     let (input, rx) = mpsc::channel(64);
     let stop = CancellationToken::new();
-    let link = Link::new(publisher.clone(), handle, settings(), stats.clone());
+    let settings = LinkSettings {
+        readback_dir: keep_point.then(|| dir.path().to_owned()),
+        ..settings()
+    };
+    let link = Link::new(publisher.clone(), handle, settings, stats.clone());
     let link = tokio::spawn(link.run(rx, stop.clone()));
     Harness {
         dir,
@@ -145,7 +223,7 @@ fn start(mode: Mode, backlog: &[u64]) -> Harness {
 }
 
 impl Harness {
-    async fn wait_for(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
+    pub(super) async fn wait_for(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond(self) {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -153,16 +231,21 @@ impl Harness {
         }
     }
 
-    fn state(&self) -> LinkState {
+    pub(super) fn state(&self) -> LinkState {
         LinkState::from_code(self.stats.link_state.load(Ordering::Relaxed))
     }
 
-    fn acked(&self) -> u64 {
+    pub(super) fn acked(&self) -> u64 {
         self.stats.acked_messages.load(Ordering::Relaxed)
     }
 
     /// Stops the link and returns the message ids left in the buffer.
-    async fn stop(mut self) -> Vec<String> {
+    pub(super) async fn stop(self) -> Vec<String> {
+        self.stop_keeping_dir().await.0
+    }
+
+    /// Stops the link; the message ids left in the buffer, and its dir.
+    pub(super) async fn stop_keeping_dir(mut self) -> (Vec<String>, tempfile::TempDir) {
         self.stop.cancel();
         drop(self.input);
         tokio::time::timeout(Duration::from_secs(5), self.link)
@@ -172,12 +255,13 @@ impl Harness {
             .expect("clean stop");
         self.thread.finished().await.expect("buffer closed");
         let (mut buffer, _) = Buffer::open(BufferConfig::new(self.dir.path())).expect("reopen");
-        buffer
+        let left = buffer
             .read(1000)
             .expect("read")
             .iter()
             .map(|r| Envelope::decode(&r.payload).expect("decode").msg_id())
-            .collect()
+            .collect();
+        (left, self.dir)
     }
 }
 

@@ -1,0 +1,205 @@
+//! The link's *reconciling* state and what it keeps for it: before a
+//! resend (after a failure, and at start), the link reads back which of its
+//! messages the hub already holds and skips them (see [`super::stored`]
+//! for why and for the read-back point).
+
+use super::publish::{Publisher, Stored};
+use super::stored::{ReadBackPoint, StoredRanges};
+use super::{Event, Link, LinkError, State, Step};
+use crate::batcher::Message;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A read back taking longer is given up (the link resends everything).
+pub(super) const READ_BACK_DEADLINE: Duration = Duration::from_secs(30);
+/// The read-back point file is rewritten at most this often (an older
+/// point is still correct; see [`super::stored`]).
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// The link's read-back bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct ReadBack {
+    /// The highest stream sequence acknowledged in this run.
+    high: Option<ReadBackPoint>,
+    /// The point of the last clean moment (or the one saved by the last run).
+    point: Option<ReadBackPoint>,
+    /// A read back is due before the next resend.
+    due: bool,
+    /// What the last read back found; forgotten at the next clean moment.
+    pub found: StoredRanges,
+    /// Where the point is saved; `None`: nowhere.
+    dir: Option<PathBuf>,
+    saved: Option<ReadBackPoint>,
+    saved_at: Option<Instant>,
+    saving: Option<JoinHandle<()>>,
+}
+
+impl ReadBack {
+    /// Loads the point the last run saved in `dir` (blocking work off the
+    /// runtime thread); a read back is due at start when there is one.
+    pub async fn open(dir: Option<PathBuf>) -> ReadBack {
+        let loaded = match dir.clone() {
+            Some(d) => tokio::task::spawn_blocking(move || ReadBackPoint::load(&d))
+                .await
+                .unwrap_or(Ok(None)),
+            None => Ok(None),
+        };
+        let point = loaded.unwrap_or_else(|e| {
+            tracing::warn!(
+                error = %crate::error_chain(&e),
+                "read-back point ignored; a resend after a long outage may duplicate"
+            );
+            None
+        });
+        ReadBack {
+            due: point.is_some(),
+            saved: point.clone(),
+            point,
+            dir,
+            ..ReadBack::default()
+        }
+    }
+
+    /// Whether the link should read back before resending.
+    pub fn wanted(&self) -> bool {
+        self.due && self.point.is_some()
+    }
+
+    /// A failure dropped messages in flight: read back before resending.
+    pub fn failed(&mut self) {
+        self.due = true;
+    }
+
+    /// An acknowledgement: the hub stored a message there.
+    pub fn on_stored(&mut self, s: Stored) {
+        match &mut self.high {
+            Some(h) if h.stream == s.stream => h.seq = h.seq.max(s.seq),
+            high => {
+                *high = Some(ReadBackPoint {
+                    stream: s.stream,
+                    seq: s.seq,
+                })
+            }
+        }
+    }
+
+    /// Nothing is in flight, waiting or unread: every later message is
+    /// stored after the highest sequence acknowledged so far.
+    pub fn clean(&mut self) {
+        if self.high.is_none() || self.high == self.point {
+            return;
+        }
+        self.point = self.high.clone();
+        if !self.found.is_empty() {
+            self.found = StoredRanges::default();
+        }
+        let quiet = self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+        let idle = self.saving.as_ref().is_none_or(|h| h.is_finished());
+        if quiet && idle {
+            self.saving = self.save();
+        }
+    }
+
+    /// Saves the point now and waits for it (at shutdown).
+    pub async fn finish(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        if let Some(h) = self.save() {
+            let _ = h.await;
+        }
+    }
+
+    fn save(&mut self) -> Option<JoinHandle<()>> {
+        let dir = self.dir.clone()?;
+        let point = self.point.clone()?;
+        if self.saved.as_ref() == Some(&point) {
+            return None;
+        }
+        self.saved = Some(point.clone());
+        self.saved_at = Some(Instant::now());
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = point.save(&dir) {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot save the read-back point");
+            }
+        }))
+    }
+}
+
+impl<P: Publisher> Link<P> {
+    /// Reconciling: read back what the hub holds since the point, serving
+    /// messages and spills meanwhile; then catch up, skipping what it holds.
+    pub(super) async fn reconciling(
+        &mut self,
+        input: &mut mpsc::Receiver<Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, LinkError> {
+        let Some(point) = self.readback.point.clone() else {
+            return Ok(Step::To(State::CatchingUp));
+        };
+        let from = point.seq.saturating_add(1);
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(
+            READ_BACK_DEADLINE,
+            self.publisher.read_back(&point.stream, from),
+        );
+        tokio::pin!(read);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut read => break r,
+                event = self.next_event(input, shutdown, None) => match event {
+                    Event::Shutdown | Event::Input(None) => return Ok(Step::Stop),
+                    Event::Input(Some(m)) => self.memory.push(m),
+                    Event::SpillDue => {
+                        self.spill().await?;
+                    }
+                    Event::Ack(_) | Event::Tick | Event::Retry => {}
+                },
+            }
+        };
+        let stats = &self.stats;
+        match result {
+            Ok(Ok(found)) => {
+                stats.read_backs.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    stream = %point.stream,
+                    from_seq = from,
+                    held = found.messages(),
+                    took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "read back what the hub holds; those messages are not sent again"
+                );
+                self.readback.found = found;
+                self.readback.due = false;
+            }
+            failed => {
+                stats.read_back_failures.fetch_add(1, Ordering::Relaxed);
+                let why = match failed {
+                    Ok(Err(e)) => crate::error_chain(&e),
+                    _ => format!("no answer within {READ_BACK_DEADLINE:?}"),
+                };
+                tracing::warn!(
+                    error = %why,
+                    "cannot read back what the hub holds; resending all (duplicates possible)"
+                );
+            }
+        }
+        Ok(Step::To(State::CatchingUp))
+    }
+
+    /// Whether the hub holds `msg_id` as the last read back found; counts it.
+    pub(super) fn already_stored(&self, msg_id: &str) -> bool {
+        let held = !self.readback.found.is_empty() && self.readback.found.contains_msg_id(msg_id);
+        if held {
+            self.stats
+                .already_stored_messages
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        held
+    }
+}

@@ -1,0 +1,106 @@
+//! The reconciling state on its own: a scripted hub whose stream keeps
+//! every publish (no duplicate window, as after a long outage) and answers
+//! read backs, and a real buffer thread on a temp dir.
+
+use super::stored::{POINT_FILE, ReadBackPoint};
+use super::tests::{Mode, Scripted, message, msg_id, start_in};
+use super::*;
+
+fn ids(seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
+    seqs.into_iter().map(msg_id).collect()
+}
+
+#[tokio::test]
+async fn a_message_stored_whose_ack_was_lost_is_read_back_and_not_sent_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let h = start_in(tmp, Scripted::new(Mode::Ack), &[], false);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("the first ack", |h| h.acked() == 1).await;
+    // The hub stores the next two, but their acks are lost.
+    h.publisher.set(Mode::StoreSilent);
+    for seq in 1..3 {
+        h.input.send(message(seq)).await.expect("send");
+    }
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    h.publisher.set(Mode::Ack);
+    h.wait_for("the two skipped", |h| {
+        h.stats.already_stored_messages.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    h.wait_for("live again", |h| h.state() == LinkState::Live)
+        .await;
+    h.input.send(message(3)).await.expect("send");
+    h.wait_for("the next ack", |h| h.acked() == 2).await;
+    assert_eq!(h.publisher.stored(), ids(0..4), "each message stored once");
+    assert_eq!(
+        h.publisher.read_backs(),
+        vec![2],
+        "from after the first ack"
+    );
+    assert_eq!(h.stats.read_backs.load(Ordering::Relaxed), 1);
+    assert!(h.stop().await.is_empty(), "nothing left to send");
+}
+
+#[tokio::test]
+async fn a_failed_read_back_resends_everything_and_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let h = start_in(tmp, Scripted::new(Mode::Ack), &[], false);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("the first ack", |h| h.acked() == 1).await;
+    h.publisher.refuse_read_back(true);
+    h.publisher.set(Mode::StoreSilent);
+    for seq in 1..3 {
+        h.input.send(message(seq)).await.expect("send");
+    }
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    h.publisher.set(Mode::Ack);
+    h.wait_for("the resends' acks", |h| h.acked() == 3).await;
+    assert_eq!(h.stats.read_back_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.publisher.stored(),
+        ids([0, 1, 2, 1, 2]),
+        "resent: duplicates, no loss"
+    );
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_point_saved_at_stop_makes_the_next_run_read_back_before_sending_its_backlog() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Scripted::new(Mode::Ack);
+    let h = start_in(tmp, hub.clone(), &[], true);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("the first ack", |h| h.acked() == 1).await;
+    let (left, dir) = h.stop_keeping_dir().await;
+    assert!(left.is_empty());
+    assert_eq!(
+        ReadBackPoint::load(dir.path()).expect("load"),
+        Some(ReadBackPoint {
+            stream: "S".into(),
+            seq: 1
+        }),
+        "{POINT_FILE} holds the last clean point"
+    );
+    // The hub stored 1 and 2, and the agent died before it knew: they are
+    // still in its buffer when it starts again (long after the window).
+    hub.store(&msg_id(1));
+    hub.store(&msg_id(2));
+    let published_before = hub.published().len();
+    let h = start_in(dir, hub.clone(), &[1, 2], true);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(3)).await.expect("send");
+    h.wait_for("the next ack", |h| h.acked() == 1).await;
+    assert_eq!(hub.read_backs(), vec![2]);
+    assert_eq!(
+        hub.published()[published_before..],
+        ids([3]),
+        "1 and 2 not resent"
+    );
+    assert_eq!(hub.stored(), ids(0..4));
+    assert!(h.stop().await.is_empty());
+}

@@ -1,0 +1,332 @@
+//! What the hub already holds of this device's messages, and from where to
+//! look for it: the [`StoredRanges`] a read back found, and the
+//! [`ReadBackPoint`] kept in the state directory across restarts.
+//!
+//! # Why
+//!
+//! The hub drops a resent message by its `Nats-Msg-Id` only within the
+//! stream's duplicate window (2 min by default). A message stored whose ack
+//! was lost, then resent after a longer outage (or after the agent was down
+//! longer), would be a second stream message, and even the exactly-once
+//! uplink (which dedupes by stream sequence) would write it to Kafka twice.
+//! So before resending, the link reads back which of its messages the
+//! stream holds from the read-back point on, and skips those.
+//!
+//! # The read-back point
+//!
+//! A stream sequence below every message of this device that the hub may
+//! hold unacknowledged. The link takes it at a *clean moment* — nothing in
+//! flight, nothing waiting, nothing unread on disk — as the highest stream
+//! sequence acknowledged so far: every message published later is stored
+//! after it. An older point is still correct (the read back just covers
+//! more), so the file is written seldom and a stale copy after a power cut
+//! only makes the next read back longer.
+//!
+//! File `<buffer dir>/readback-point`, text, replaced durably:
+//!
+//! ```text
+//! tributary readback point 1
+//! stream TRIBUTARY
+//! seq 1234
+//! ```
+//!
+//! A file that does not parse (or of a later version) is ignored with a
+//! warning: without a point the agent resends as before, which can only
+//! duplicate, never lose.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The first line of a read-back point file, before its version.
+const MAGIC: &str = "tributary readback point";
+/// The version this build writes.
+pub const POINT_VERSION: u32 = 1;
+/// The file's name in the buffer directory.
+pub const POINT_FILE: &str = "readback-point";
+
+/// Message seq ranges of this device the hub holds, per buffer epoch.
+/// A message counts as held when its whole range `[first, first + count)`
+/// is; a resend carries the same range (messages are cut once).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredRanges {
+    /// epoch → (range start → range end, exclusive), non-overlapping and
+    /// merged when adjacent.
+    epochs: HashMap<u64, BTreeMap<u64, u64>>,
+    messages: u64,
+}
+
+/// The `(epoch, first seq, count)` of a message id
+/// `device:epoch:first_seq+count`; `None` for any other id (command
+/// outcomes have their own).
+pub fn parse_msg_id(id: &str) -> Option<(u64, u64, u64)> {
+    let (rest, range) = id.rsplit_once(':')?;
+    let (_device, epoch) = rest.rsplit_once(':')?;
+    let (first, count) = range.split_once('+')?;
+    let count: u64 = count.parse().ok()?;
+    (count > 0).then_some(())?;
+    Some((epoch.parse().ok()?, first.parse().ok()?, count))
+}
+
+impl StoredRanges {
+    /// Records that the hub holds the message `msg_id`; false if the id is
+    /// not a readings message id.
+    pub fn insert_msg_id(&mut self, msg_id: &str) -> bool {
+        match parse_msg_id(msg_id) {
+            Some((epoch, first, count)) => {
+                self.insert(epoch, first, first.saturating_add(count));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records `[start, end)` of `epoch` as held.
+    pub fn insert(&mut self, epoch: u64, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        self.messages += 1;
+        let ranges = self.epochs.entry(epoch).or_default();
+        // Merge with a range that ends at or after `start` and begins at
+        // or before `end` (overlapping or adjacent), repeatedly.
+        while let Some((&s, &e)) = ranges.range(..=end).next_back() {
+            if e < start {
+                break;
+            }
+            ranges.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        ranges.insert(start, end);
+    }
+
+    /// Whether the message `msg_id` is held.
+    pub fn contains_msg_id(&self, msg_id: &str) -> bool {
+        parse_msg_id(msg_id).is_some_and(|(epoch, first, count)| {
+            self.contains(epoch, first, first.saturating_add(count))
+        })
+    }
+
+    /// Whether all of `[start, end)` of `epoch` is held.
+    pub fn contains(&self, epoch: u64, start: u64, end: u64) -> bool {
+        self.epochs.get(&epoch).is_some_and(|ranges| {
+            ranges
+                .range(..=start)
+                .next_back()
+                .is_some_and(|(_, &e)| e >= end)
+        })
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_empty()
+    }
+
+    /// Messages inserted (as found by the read back).
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+}
+
+/// A stream sequence below every message of this device the hub may hold
+/// unacknowledged, in the stream named. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBackPoint {
+    /// The stream the device's readings are stored in (from its acks).
+    pub stream: String,
+    /// The highest stream sequence acknowledged at a clean moment.
+    pub seq: u64,
+}
+
+/// A read-back point file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PointError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a read-back point this build understands.
+    #[error("{path} is not a read-back point of version {POINT_VERSION}: {what}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The file could not be replaced.
+    #[error("{op} {path}")]
+    Save {
+        /// What was being done.
+        op: &'static str,
+        /// The file it was done to.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ReadBackPoint {
+    /// The file's text.
+    pub fn encode(&self) -> String {
+        format!(
+            "{MAGIC} {POINT_VERSION}\nstream {}\nseq {}\n",
+            self.stream, self.seq
+        )
+    }
+
+    /// Parses a file's text; `what` is wrong otherwise.
+    pub fn decode(text: &str) -> Result<ReadBackPoint, &'static str> {
+        let mut lines = text.lines();
+        let version = lines
+            .next()
+            .and_then(|l| l.strip_prefix(MAGIC))
+            .and_then(|v| v.strip_prefix(' '))
+            .ok_or("the first line is not `tributary readback point <version>`")?;
+        if version.parse::<u32>() != Ok(POINT_VERSION) {
+            return Err("unknown version");
+        }
+        let stream = lines
+            .next()
+            .and_then(|l| l.strip_prefix("stream "))
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+            .ok_or("no `stream <name>` line")?;
+        let seq = lines
+            .next()
+            .and_then(|l| l.strip_prefix("seq "))
+            .and_then(|s| s.parse().ok())
+            .ok_or("no `seq <number>` line")?;
+        if lines.next().is_some() {
+            return Err("more than three lines");
+        }
+        Ok(ReadBackPoint {
+            stream: stream.to_owned(),
+            seq,
+        })
+    }
+
+    /// The point saved in `dir`; `Ok(None)` when there is none.
+    pub fn load(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
+        let path = dir.join(POINT_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(PointError::Read { path, source }),
+        };
+        ReadBackPoint::decode(&text)
+            .map(Some)
+            .map_err(|what| PointError::Format { path, what })
+    }
+
+    /// Replaces the point saved in `dir` (blocking: temp file, fsync,
+    /// rename, directory fsync).
+    pub fn save(&self, dir: &Path) -> Result<(), PointError> {
+        crate::state_file::replace(&dir.join(POINT_FILE), self.encode().as_bytes()).map_err(|e| {
+            PointError::Save {
+                op: e.op,
+                path: e.path,
+                source: e.source,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_readings_message_id_parses_and_others_do_not() {
+        assert_eq!(parse_msg_id("pi-1:7:100+5"), Some((7, 100, 5)));
+        assert_eq!(parse_msg_id("a:b:c:7:100+5"), Some((7, 100, 5)));
+        for id in [
+            "",
+            "pi-1:7:100",
+            "pi-1:x:1+1",
+            "7:1+1",
+            "pi:7:1+0",
+            "pi:7:+1",
+        ] {
+            assert_eq!(parse_msg_id(id), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn adjacent_messages_merge_into_one_range_and_a_gap_stays_a_gap() {
+        let mut r = StoredRanges::default();
+        for first in [1, 4, 7] {
+            r.insert(1, first, first + 3);
+        }
+        r.insert(1, 20, 25);
+        assert!(r.contains(1, 1, 10));
+        assert!(!r.contains(1, 9, 11));
+        assert!(r.contains(1, 20, 25));
+        assert!(!r.contains(1, 19, 21));
+        assert!(!r.contains(2, 1, 2), "another epoch holds nothing");
+        assert!(r.contains_msg_id("d:1:4+3"));
+        assert!(!r.contains_msg_id("d:1:9+2"));
+        assert_eq!(r.messages(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_hold_exactly_what_was_inserted(
+            inserts in proptest::collection::vec((0u64..3, 0u64..200, 1u64..6), 0..60),
+            probes in proptest::collection::vec((0u64..3, 0u64..210, 1u64..8), 0..60),
+        ) {
+            let mut r = StoredRanges::default();
+            let mut model = BTreeSet::new();
+            for &(epoch, first, count) in &inserts {
+                r.insert(epoch, first, first + count);
+                model.extend((first..first + count).map(|s| (epoch, s)));
+            }
+            for (epoch, first, count) in probes {
+                let want = (first..first + count).all(|s| model.contains(&(epoch, s)));
+                prop_assert_eq!(r.contains(epoch, first, first + count), want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_point_survives_its_file_and_the_golden_bytes_keep_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(ReadBackPoint::load(dir.path()).expect("load"), None);
+        let p = ReadBackPoint {
+            stream: "TRIBUTARY".into(),
+            seq: 1234,
+        };
+        p.save(dir.path()).expect("save");
+        assert_eq!(ReadBackPoint::load(dir.path()).expect("load"), Some(p));
+        let golden = include_str!("../../tests/fixtures/readback-point-v1");
+        assert_eq!(
+            ReadBackPoint::decode(golden),
+            Ok(ReadBackPoint {
+                stream: "TRIBUTARY".into(),
+                seq: 1234
+            })
+        );
+    }
+
+    #[test]
+    fn a_point_file_that_does_not_parse_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for text in [
+            "",
+            "tributary readback point 2\nstream S\nseq 1\n",
+            "tributary readback point 1\nstream \nseq 1\n",
+            "tributary readback point 1\nstream S\nseq x\n",
+            "tributary readback point 1\nstream S\nseq 1\nmore\n",
+        ] {
+            std::fs::write(dir.path().join(POINT_FILE), text).expect("write");
+            let e = ReadBackPoint::load(dir.path()).expect_err(text);
+            assert!(e.to_string().contains(POINT_FILE), "{e}");
+        }
+    }
+}
