@@ -106,6 +106,12 @@ pub enum HarnessError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// Publishing to the MQTT broker failed.
+    #[error("MQTT publish failed: {reason}")]
+    Mqtt {
+        /// What the client said.
+        reason: String,
+    },
     /// A test certificate could not be generated.
     #[error("generating test certificates failed: {0}")]
     Certificates(#[from] rcgen::Error),

@@ -171,3 +171,33 @@ impl Watcher {
 }
 
 crate::process::delegate_process_methods!(Mosquitto);
+
+/// Publishes one QoS 1 message to the broker on `127.0.0.1:port` and waits
+/// for its PUBACK (10 s at most).
+pub async fn publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>) -> Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let failed = |reason: String| HarnessError::Mqtt { reason };
+    let mut o = MqttOptions::new(format!("publisher-{n}"), "127.0.0.1", port);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(o, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::time::timeout(READY_TIMEOUT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        }
+    })
+    .await
+    .map_err(|_| failed(format!("no PUBACK for {topic} within {READY_TIMEOUT:?}")))??;
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+    Ok(())
+}

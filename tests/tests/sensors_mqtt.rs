@@ -124,28 +124,9 @@ impl Agent {
 
 /// Publishes one QoS 1 message and waits for the broker's PUBACK.
 async fn publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>) {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut o = MqttOptions::new(format!("publisher-{n}"), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(o, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
+    tributary_tests::mosquitto::publish(port, topic, payload)
         .await
-        .expect("queue publish");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => break,
-                Ok(_) => {}
-                Err(e) => panic!("publisher: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("PUBACK in time");
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+        .expect("publish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! filters of every `[[sensors.mqtt]]` and turns each message into readings.
 //!
 //! * **Session.** The client id is stable ([`AgentConfig::mqtt_client_id`]),
-//!   the session persistent (`clean_session = false`) and subscriptions QoS 1,
+//!   the session persistent (MQTT 5, `clean_start = false`, a session that
+//!   never expires) and subscriptions QoS 1,
 //!   so the broker queues messages while the agent is stopped and delivers
 //!   them when it comes back. Subscriptions are sent again on every
 //!   connection, so filters added by a config change take effect.
@@ -20,9 +21,13 @@
 //!   and one template yields at most [`MAX_IDS_PER_SENSOR`] distinct ids.
 //! * **Bad input.** Payloads over `mqtt.max_payload`, non-UTF-8, garbage,
 //!   non-finite numbers and bad ids are counted as errors of the sensor and
-//!   logged with rate limiting; the client keeps going. A packet larger than
-//!   the client's hard limit ([`hard_packet_limit`]) breaks the connection
-//!   (rumqttc refuses it) and is logged as a connection error.
+//!   logged with rate limiting; the client keeps going. The client tells the
+//!   broker its hard limit ([`hard_packet_limit`]) as MQTT 5's Maximum
+//!   Packet Size: the broker discards larger messages for this client
+//!   instead of sending them (under MQTT 3.1.1 such a message broke the
+//!   connection on every redelivery of the persistent session, and nothing
+//!   after it ever arrived). The broker must speak MQTT 5 (Mosquitto ≥ 1.6,
+//!   EMQX, HiveMQ, VerneMQ do).
 //! * **Connection.** The client reconnects forever, backing off from
 //!   [`BACKOFF_INITIAL`] to [`BACKOFF_MAX`].
 
@@ -31,7 +36,9 @@ use super::error::{PayloadError, SensorError};
 use super::ratelimit::ErrorLog;
 use super::{Observation, SensorMeta, deliver, parse};
 use crate::stats::AgentStats;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -207,21 +214,21 @@ pub(crate) struct MqttTask {
     broker: tributary_config::agent::MqttBroker,
     client_id: String,
     routes: Vec<Route>,
-    filters: Vec<SubscribeFilter>,
+    filters: Vec<Filter>,
     max_payload: usize,
 }
 
 impl MqttTask {
     pub(crate) fn new(cfg: &AgentConfig) -> Self {
         let mut routes = Vec::new();
-        let mut filters: Vec<SubscribeFilter> = Vec::new();
+        let mut filters: Vec<Filter> = Vec::new();
         for s in &cfg.sensors.mqtt {
             if !rumqttc::valid_filter(&s.topic) {
                 warn!(sensor = %s.id.get_ref(), topic = %s.topic, "invalid MQTT topic filter; sensor disabled");
                 continue;
             }
             if !filters.iter().any(|f| f.path == s.topic) {
-                filters.push(SubscribeFilter::new(s.topic.clone(), QoS::AtLeastOnce));
+                filters.push(Filter::new(s.topic.clone(), QoS::AtLeastOnce));
             }
             routes.push(Route::new(s));
         }
@@ -237,9 +244,15 @@ impl MqttTask {
     fn options(&self) -> Result<MqttOptions, tributary_config::SecretError> {
         let b = &self.broker;
         let mut o = MqttOptions::new(self.client_id.clone(), b.host.clone(), b.port);
-        o.set_clean_session(false)
+        let limit = u32::try_from(hard_packet_limit(self.max_payload)).unwrap_or(u32::MAX);
+        // MQTT 5: a persistent session that never expires, and a maximum
+        // packet size the broker must respect (it discards larger messages
+        // for this client instead of sending them, so one oversized message
+        // cannot break the connection on every redelivery).
+        o.set_clean_start(false)
+            .set_session_expiry_interval(Some(u32::MAX))
             .set_keep_alive(b.keep_alive.get())
-            .set_max_packet_size(hard_packet_limit(self.max_payload), 64 * 1024);
+            .set_max_packet_size(Some(limit));
         if let Some(user) = &b.user {
             let password = match &b.password {
                 Some(p) => p.resolve()?,
@@ -297,15 +310,17 @@ impl MqttTask {
                     let refused = ack
                         .return_codes
                         .iter()
-                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
                         .count();
                     if refused > 0 {
                         warn!(refused, "the MQTT broker refused subscriptions");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // The broker checks that topic names are UTF-8.
+                    let topic = String::from_utf8_lossy(&p.topic);
                     if !self
-                        .handle(&p.topic, &p.payload, &stats, &out, &shutdown)
+                        .handle(&topic, &p.payload, &stats, &out, &shutdown)
                         .await
                     {
                         break;
