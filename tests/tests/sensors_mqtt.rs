@@ -3,7 +3,6 @@
 //! flow, reconnection after a broker restart, and a persistent QoS 1 session
 //! that delivers what was published while the agent was stopped.
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
