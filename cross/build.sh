@@ -74,9 +74,15 @@ build() {
     if [ "$toolchain" = nightly ]; then
         # No prebuilt std for this target: build std from source. zig, not
         # Rust's self-contained objects, provides the musl startup files.
+        # std with `optimize_for_size` (smaller implementations) and without
+        # its panic-unwind and backtrace features, which panic = "abort" does
+        # not need (a panic prints its message and location, no backtrace),
+        # keeps the agent inside its 4 MB goal: 3,829,464 instead of
+        # 4,005,304 bytes on aarch64 once MQTT 5 and the read back came in.
         RUSTFLAGS="-C link-self-contained=no ${EXTRA_RUSTFLAGS:-}" \
             nice -n 10 cargo +nightly zigbuild --profile "$PROFILE" -p "$pkg" \
-            --target "$triple$suffix" -Zbuild-std=std,panic_abort "$@"
+            --target "$triple$suffix" -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features=optimize_for_size "$@"
     else
         RUSTFLAGS="${EXTRA_RUSTFLAGS:-}" \
             nice -n 10 cargo zigbuild --profile "$PROFILE" -p "$pkg" --target "$triple$suffix" "$@"

@@ -104,3 +104,38 @@ async fn the_point_saved_at_stop_makes_the_next_run_read_back_before_sending_its
     assert_eq!(hub.stored(), ids(0..4));
     assert!(h.stop().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_slow_read_back_still_spills_new_messages_within_the_flush_interval() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let h = start_in(tmp, Scripted::new(Mode::Ack), &[], false);
+    h.wait_for("live", |h| h.state() == LinkState::Live).await;
+    h.input.send(message(0)).await.expect("send");
+    h.wait_for("the first ack", |h| h.acked() == 1).await;
+    h.publisher.set(Mode::Refuse);
+    h.publisher.slow_read_back(Duration::from_secs(2));
+    h.input.send(message(1)).await.expect("send");
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    h.publisher.set(Mode::Ack);
+    h.wait_for("the read back", |h| !h.publisher.read_backs().is_empty())
+        .await;
+    // While the hub takes its time answering, new messages keep the
+    // power-cut promise: on disk within the flush interval (200 ms).
+    let spilled = h.stats.spilled_messages.load(Ordering::Relaxed);
+    h.input.send(message(2)).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.stats.read_backs.load(Ordering::Relaxed),
+        0,
+        "still reading back"
+    );
+    assert!(
+        h.stats.spilled_messages.load(Ordering::Relaxed) > spilled,
+        "the message waited for the read back instead of the disk"
+    );
+    h.wait_for("everything acknowledged", |h| h.acked() == 3)
+        .await;
+    assert_eq!(h.publisher.stored(), ids(0..3));
+    assert!(h.stop().await.is_empty());
+}

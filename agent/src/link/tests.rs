@@ -33,6 +33,8 @@ pub(super) struct Scripted {
     read_backs: Arc<Mutex<Vec<u64>>>,
     /// Read backs fail (as without the permission to make them).
     refuse_read_back: Arc<Mutex<bool>>,
+    /// Read backs take this long.
+    read_back_delay: Arc<Mutex<Duration>>,
 }
 
 impl Scripted {
@@ -43,7 +45,11 @@ impl Scripted {
             stored: Arc::default(),
             read_backs: Arc::default(),
             refuse_read_back: Arc::default(),
+            read_back_delay: Arc::default(),
         }
+    }
+    pub(super) fn slow_read_back(&self, delay: Duration) {
+        *self.read_back_delay.lock().expect("lock") = delay;
     }
     pub(super) fn set(&self, mode: Mode) {
         *self.mode.lock().expect("lock") = mode;
@@ -106,7 +112,9 @@ impl Publisher for Scripted {
         self.read_backs.lock().expect("lock").push(from);
         let refused = *self.refuse_read_back.lock().expect("lock");
         let stored = self.stored();
+        let delay = *self.read_back_delay.lock().expect("lock");
         Box::pin(async move {
+            tokio::time::sleep(delay).await;
             if refused {
                 return Err(ReadBackError::Timeout {
                     what: "the read-back consumer",
