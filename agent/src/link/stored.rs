@@ -62,9 +62,9 @@ pub fn parse_msg_id(id: &str) -> Option<(u64, u64, u64)> {
     let (rest, range) = id.rsplit_once(':')?;
     let (_device, epoch) = rest.rsplit_once(':')?;
     let (first, count) = range.split_once('+')?;
-    let count: u64 = count.parse().ok()?;
-    (count > 0).then_some(())?;
-    Some((epoch.parse().ok()?, first.parse().ok()?, count))
+    let (first, count): (u64, u64) = (first.parse().ok()?, count.parse().ok()?);
+    (count > 0 && first.checked_add(count).is_some()).then_some(())?;
+    Some((epoch.parse().ok()?, first, count))
 }
 
 impl StoredRanges {
@@ -290,6 +290,24 @@ mod tests {
             for (epoch, first, count) in probes {
                 let want = (first..first + count).all(|s| model.contains(&(epoch, s)));
                 prop_assert_eq!(r.contains(epoch, first, first + count), want);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_point_round_trips_and_any_text_decodes_or_is_refused_without_panic(
+            stream in "[A-Za-z0-9_-]{1,32}",
+            seq in any::<u64>(),
+            text in ".{0,200}",
+            id in ".{0,64}",
+        ) {
+            let p = ReadBackPoint { stream, seq };
+            prop_assert_eq!(ReadBackPoint::decode(&p.encode()), Ok(p));
+            let _ = ReadBackPoint::decode(&text);
+            let mut r = StoredRanges::default();
+            if r.insert_msg_id(&id) {
+                prop_assert!(r.contains_msg_id(&id));
             }
         }
     }
