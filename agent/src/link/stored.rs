@@ -12,6 +12,29 @@
 //! So before resending, the link reads back which of its messages the
 //! stream holds from the read-back point on, and skips those.
 //!
+//! # Why the agent, not the uplink
+//!
+//! The other shape would be the uplink keeping, per device, the sequence
+//! ranges it delivered, in durable state. The agent was chosen because:
+//!
+//! * each device holds only its own state, so the cost grows with nothing
+//!   at the centre (100,000 devices mean 100,000 small read backs spread
+//!   over their own reconnects, not one table every uplink replica must
+//!   persist atomically with its Kafka writes);
+//! * the stream itself stays free of duplicates, so both uplink modes, and
+//!   any other consumer of the stream, see each message once;
+//! * it needs no new durable state at the centre, only a permission per
+//!   device (`cross/hub/device-user.conf`) that holds a device to reading
+//!   its own subjects.
+//!
+//! What it costs: one consumer creation and a headers-only read of the
+//! device's own messages since the point, after each failure and at start.
+//! What it does not cover: an agent whose read back fails (no permission,
+//! the hub away in the middle of it) resends everything, as before; and a
+//! message still travelling when the read back runs (not yet stored, stored
+//! right after) is not known to it — the duplicate window covers that
+//! case, since such a resend follows within seconds.
+//!
 //! # The read-back point
 //!
 //! A stream sequence below every message of this device that the hub may
