@@ -20,6 +20,7 @@
 //! moment its first reading arrived here.
 
 use crate::buffer_owner::{BufferGone, BufferHandle};
+use crate::link_idle::LinkIdle;
 use crate::sensors::Observation;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -76,8 +77,11 @@ pub struct BatchSettings {
     pub subject_prefix: String,
     /// Message size limits.
     pub limits: BatchLimits,
-    /// How long the first pending reading waits for company.
+    /// How long the first pending reading waits for company while the
+    /// link is busy.
     pub linger: Duration,
+    /// The link's idle signal; `None`: always linger.
+    pub link_idle: Option<LinkIdle>,
 }
 
 /// Cuts observations from `rx` into messages for `out` until `rx` closes
@@ -86,9 +90,10 @@ pub async fn run(
     mut rx: mpsc::Receiver<Observation>,
     out: mpsc::Sender<Message>,
     buffer: BufferHandle,
-    settings: BatchSettings,
+    mut settings: BatchSettings,
 ) -> Result<(), BatchError> {
     let epoch = buffer.epoch();
+    let mut idle = settings.link_idle.take();
     let mut pending: Vec<(Observation, Instant)> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut open = true;
@@ -118,6 +123,9 @@ pub async fn run(
         }
         let deadline = pending[0].1 + settings.linger;
         while open && !full(&pending, pending_bytes, &settings.limits) {
+            if idle.as_ref().is_some_and(LinkIdle::is_idle) {
+                break;
+            }
             tokio::select! {
                 biased;
                 obs = rx.recv() => match obs {
@@ -127,16 +135,25 @@ pub async fn run(
                     }
                     None => open = false,
                 },
+                _ = wait_idle(&mut idle) => break,
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        cut_and_send(&mut pending, &out, &buffer, epoch, &settings).await?;
+        cut_and_send(&mut pending, &out, &buffer, epoch, &settings, &mut idle).await?;
         pending_bytes = 0;
     }
     if !pending.is_empty() {
-        cut_and_send(&mut pending, &out, &buffer, epoch, &settings).await?;
+        cut_and_send(&mut pending, &out, &buffer, epoch, &settings, &mut idle).await?;
     }
     Ok(())
+}
+
+/// Resolves when the link becomes idle; never without a signal.
+async fn wait_idle(idle: &mut Option<LinkIdle>) {
+    match idle {
+        Some(idle) => idle.wait_idle().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether the pending readings could fill one message already.
@@ -155,6 +172,7 @@ async fn cut_and_send(
     buffer: &BufferHandle,
     epoch: u64,
     settings: &BatchSettings,
+    idle: &mut Option<LinkIdle>,
 ) -> Result<(), BatchError> {
     if pending.is_empty() {
         return Ok(());
@@ -173,6 +191,9 @@ async fn cut_and_send(
             continue;
         };
         out.send(message).await.map_err(|_| BatchError::LinkGone)?;
+        if let Some(idle) = idle {
+            idle.sent();
+        }
     }
     Ok(())
 }

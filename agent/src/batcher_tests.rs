@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::buffer::{Buffer, BufferConfig};
+use crate::link_idle::IdleSignal;
 use crate::sensors::SensorMeta;
 use crate::stats::AgentStats;
 use proptest::prelude::*;
@@ -81,6 +82,19 @@ async fn batcher(
     tokio::task::JoinHandle<Result<(), BatchError>>,
     tempfile::TempDir,
 ) {
+    batcher_with(linger, max_readings, None).await
+}
+
+async fn batcher_with(
+    linger: Duration,
+    max_readings: usize,
+    link_idle: Option<LinkIdle>,
+) -> (
+    mpsc::Sender<Observation>,
+    mpsc::Receiver<Message>,
+    tokio::task::JoinHandle<Result<(), BatchError>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (buffer, _) = Buffer::open(BufferConfig::new(dir.path())).expect("open");
     let (handle, _thread) =
@@ -99,6 +113,7 @@ async fn batcher(
                 max_message_size: 64 * 1024,
             },
             linger,
+            link_idle,
         },
     ));
     (obs_tx, msg_rx, task, dir)
@@ -153,6 +168,71 @@ async fn closing_the_input_cuts_what_is_pending_and_ends_the_batcher() {
     assert_eq!(m.readings, 1);
     task.await.expect("join").expect("clean end");
     assert!(rx.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn a_reading_that_finds_the_link_idle_is_cut_at_once() {
+    let signal = IdleSignal::new();
+    signal.set(true);
+    let (tx, mut rx, _task, _dir) =
+        batcher_with(Duration::from_secs(3600), 100, Some(signal.watch())).await;
+    tx.send(obs(&sensor("a"), Value::Int(1)))
+        .await
+        .expect("send");
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("cut at once, long before the hour-long linger")
+        .expect("a message");
+    assert_eq!(m.readings, 1);
+}
+
+#[tokio::test]
+async fn readings_wait_while_the_link_is_busy_and_go_together_when_it_becomes_idle() {
+    let signal = IdleSignal::new();
+    let (tx, mut rx, _task, _dir) =
+        batcher_with(Duration::from_secs(3600), 100, Some(signal.watch())).await;
+    let s = sensor("a");
+    tx.send(obs(&s, Value::Int(1))).await.expect("send");
+    tx.send(obs(&s, Value::Int(2))).await.expect("send");
+    let early = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+    assert!(early.is_err(), "nothing is cut while the link is busy");
+    signal.set(true);
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("cut when the link became idle")
+        .expect("a message");
+    assert_eq!(m.readings, 2, "both readings in one message");
+}
+
+#[tokio::test]
+async fn a_reading_right_after_a_message_waits_until_the_link_has_taken_that_message() {
+    let signal = IdleSignal::new();
+    signal.set(true);
+    let (tx, mut rx, _task, _dir) =
+        batcher_with(Duration::from_secs(3600), 100, Some(signal.watch())).await;
+    let s = sensor("a");
+    tx.send(obs(&s, Value::Int(1))).await.expect("send");
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("cut at once")
+        .expect("a message");
+    assert_eq!(first.readings, 1);
+    // The flag still says idle, but it was set before that message.
+    tx.send(obs(&s, Value::Int(2))).await.expect("send");
+    tx.send(obs(&s, Value::Int(3))).await.expect("send");
+    let early = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+    assert!(
+        early.is_err(),
+        "the link has not taken the first message yet"
+    );
+    // The link published the first message and got its ack.
+    signal.set(false);
+    signal.set(true);
+    let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("cut once the link is idle again")
+        .expect("a message");
+    assert_eq!(second.readings, 2);
 }
 
 fn clocked(sensor: &Arc<SensorMeta>, clock: Clock, ts: i64) -> Observation {

@@ -1,8 +1,9 @@
 //! `tributary-agent`: the edge agent that runs on the Pi.
 //!
-//! Sensors ([`sensors`]) produce observations into a bounded channel; within
-//! a linger of a few milliseconds the [`batcher`] cuts them per sensor into
-//! encoded wire envelopes; the [`link`] publishes each at once to the hub's
+//! Sensors ([`sensors`]) produce observations into a bounded channel; the
+//! [`batcher`] cuts them per sensor into encoded wire envelopes, at once
+//! while the link is idle ([`link_idle`]) and within a linger of a few
+//! milliseconds while it is busy; the [`link`] publishes each at once to the hub's
 //! JetStream through the local leafnode and holds it in memory until the hub
 //! acknowledges it, spilling to the on-disk [`buffer`] only what is not
 //! acknowledged within one flush interval (and sending the disk backlog
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod control;
 pub mod latency;
 pub mod link;
+pub mod link_idle;
 pub mod metrics;
 pub mod nats_connect;
 pub mod run;

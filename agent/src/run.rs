@@ -145,6 +145,7 @@ pub fn batch_settings(cfg: &AgentConfig) -> BatchSettings {
                 .unwrap_or(usize::MAX),
         },
         linger: cfg.forward.linger,
+        link_idle: None,
     }
 }
 
@@ -219,9 +220,13 @@ pub async fn run(
         link_settings(&cfg),
         stats.clone(),
     );
+    let batch = BatchSettings {
+        link_idle: Some(link.idle_watch()),
+        ..batch_settings(&cfg)
+    };
     let link = tokio::spawn(link.run(msg_rx, link_stop.clone()));
     let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
-    let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch_settings(&cfg)));
+    let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch));
     let metrics_stop = CancellationToken::new();
     let metrics = cfg.metrics.listen.map(|addr| {
         let stats = stats.clone();

@@ -104,12 +104,14 @@ pub struct ForwardSection {
     /// Longest retry delay. Default `"30s"`.
     #[serde(default = "default_backoff_max")]
     pub backoff_max: NonZeroDuration,
-    /// How long a sensor's first reading waits for more readings of the same
-    /// sensor before its message is cut and published (a message is also cut
-    /// as soon as `max_readings` or `max_message_size` fill). Longer batches
-    /// bursts into fewer messages; every reading waits up to this long.
-    /// Must be shorter than `buffer.flush_interval`. Default `"1ms"`; `"0s"`
-    /// publishes every reading on its own.
+    /// How long a reading that finds the link busy (acks pending, a
+    /// backlog, an outage) waits for more readings before its message is cut
+    /// and published; a reading that finds the link idle is cut at once
+    /// (Nagle's rule), and a message is also cut as soon as the link becomes
+    /// idle or `max_readings` or `max_message_size` fill. Longer batches
+    /// bursts into fewer messages. Must be shorter than
+    /// `buffer.flush_interval`. Default `"1ms"`; `"0s"` publishes every
+    /// reading on its own.
     #[serde(
         default = "default_linger",
         deserialize_with = "crate::types::duration",

@@ -81,6 +81,7 @@ pub use state::LinkState;
 
 use crate::batcher::Message;
 use crate::buffer_owner::{BufferGone, BufferHandle, Spilled};
+use crate::link_idle::{IdleSignal, LinkIdle};
 use crate::stats::AgentStats;
 use futures::stream::{FuturesUnordered, StreamExt};
 use memory::Memory;
@@ -193,6 +194,8 @@ pub struct Link<P> {
     blocked_until: Option<Instant>,
     tick: tokio::time::Interval,
     readback: ReadBack,
+    /// Tells the batcher when a reading may go at once ([`crate::link_idle`]).
+    idle: IdleSignal,
 }
 
 impl<P> std::fmt::Debug for Link<P> {
@@ -229,7 +232,13 @@ impl<P: Publisher> Link<P> {
             blocked_until: None,
             tick,
             readback: ReadBack::default(),
+            idle: IdleSignal::new(),
         }
+    }
+
+    /// Whether this link is idle, for the batcher (see [`crate::link_idle`]).
+    pub fn idle_watch(&self) -> LinkIdle {
+        self.idle.watch()
     }
 
     /// Runs until `input` closes (the batcher ended) or `shutdown`, then
@@ -252,6 +261,9 @@ impl<P: Publisher> Link<P> {
                 .link_state
                 .store(public.code(), Ordering::Relaxed);
             tracing::debug!(state = public.name(), "link state");
+            if !matches!(state, State::Live) {
+                self.idle.set(false);
+            }
             let step = match state {
                 State::Live => self.live(&mut input, &shutdown).await?,
                 State::Spilling { retry_at } => {
@@ -265,6 +277,7 @@ impl<P: Publisher> Link<P> {
                 Step::Stop => break,
             }
         }
+        self.idle.set(false);
         self.stop(&mut input, matches!(state, State::Live)).await
     }
 
@@ -278,6 +291,8 @@ impl<P: Publisher> Link<P> {
             if let Err(e) = self.publish_waiting().await {
                 return self.fail(&e).await;
             }
+            self.idle
+                .set(self.window.is_empty() && !self.memory.has_waiting());
             let event = self.next_event(input, shutdown, None).await;
             if let Some(step) = self.settle(event).await? {
                 return Ok(step);

@@ -179,6 +179,8 @@ pub(super) struct Harness {
     pub(super) publisher: Scripted,
     pub(super) stats: Arc<AgentStats>,
     pub(super) input: mpsc::Sender<Message>,
+    /// What the batcher would see of the link's idleness.
+    pub(super) idle: LinkIdle,
     stop: CancellationToken,
     link: tokio::task::JoinHandle<Result<(), LinkError>>,
     thread: BufferThread,
@@ -218,12 +220,14 @@ pub(super) fn start_in(
         ..settings()
     };
     let link = Link::new(publisher.clone(), handle, settings, stats.clone());
+    let idle = link.idle_watch();
     let link = tokio::spawn(link.run(rx, stop.clone()));
     Harness {
         dir,
         publisher,
         stats,
         input,
+        idle,
         stop,
         link,
         thread,
@@ -384,4 +388,24 @@ async fn stopping_with_the_hub_silent_ends_within_the_drain_deadline_and_keeps_e
         started.elapsed()
     );
     assert_eq!(left, vec![msg_id(0), msg_id(1)]);
+}
+
+#[tokio::test]
+async fn the_link_is_idle_only_while_live_with_nothing_in_flight() {
+    let h = start(Mode::Ack, &[]);
+    h.wait_for("idle at start", |h| h.idle.is_idle()).await;
+    h.publisher.set(Mode::Silent);
+    h.input.send(message(1)).await.expect("send");
+    h.wait_for("busy while the ack is pending", |h| !h.idle.is_idle())
+        .await;
+    // The ack never comes: the link spills and backs off, still busy.
+    h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
+        .await;
+    assert!(!h.idle.is_idle(), "a spilling link is busy");
+    h.publisher.set(Mode::Ack);
+    h.wait_for("idle again once the resend is acknowledged", |h| {
+        h.state() == LinkState::Live && h.idle.is_idle()
+    })
+    .await;
+    assert!(h.stop().await.is_empty());
 }
