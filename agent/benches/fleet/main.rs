@@ -14,8 +14,8 @@
 //!   may publish only its own subjects (`tributary.<device>.>`…). In
 //!   production each Pi runs its own leaf, which presents these
 //!   credentials to the hub; here M leafs stand in for 1,000, because
-//!   1,000 nats-server processes (each about 10 MB of RSS and its own
-//!   timers and goroutines) would spend the machine's 2 cores on
+//!   1,000 nats-server processes (an idle leaf takes 15–20 MB of RSS, and
+//!   runs its own timers and goroutines) would spend the machine's 2 cores on
 //!   themselves. Four leafs keep a few hundred client connections each and
 //!   still spread their links over all three hub nodes; the leafnode
 //!   connection count per hub node is left to the capacity model (README).
