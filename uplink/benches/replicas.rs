@@ -14,8 +14,10 @@
 //!   partitions it owns (`p % 2 == replica`).
 //!
 //! Each drain starts a fresh tansu broker (memory storage) with a topic of 6
-//! partitions and fresh consumers, starts the replicas as processes (the
-//! release binary: `cargo build --release -p tributary-uplink` first) and
+//! partitions and fresh consumers, starts the replicas as processes
+//! (`tributary_tests::bins::uplink()`: `$TRIBUTARY_UPLINK_BIN`, else the
+//! binary `cargo bench` builds beside this bench; the README's figures set
+//! it to the shipped release build) and
 //! ends when every consumer's ack floor reached the stream's last message;
 //! the time from starting the processes to then gives readings/s, and
 //! `/proc/<pid>/stat` the CPU µs per reading of the uplinks (together),

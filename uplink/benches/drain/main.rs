@@ -23,10 +23,8 @@ mod preload;
 
 use baselines::Record;
 use cpu::{Cpu, CpuPerReading};
-use futures::StreamExt;
 use preload::{DEVICES, PER_MESSAGE, envelope, preload};
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
