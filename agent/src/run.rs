@@ -45,9 +45,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_config::AgentConfig;
 
 /// Observations waiting for the batcher; sensors wait when it is full.
-const OBSERVATION_CHANNEL: usize = 1024;
+pub const OBSERVATION_CHANNEL: usize = 1024;
 /// Cut messages waiting for the link; the batcher waits when it is full.
-const MESSAGE_CHANNEL: usize = 256;
+pub const MESSAGE_CHANNEL: usize = 256;
 /// How long stopping sensors may take before they are abandoned.
 const SENSOR_STOP: Duration = Duration::from_secs(2);
 /// How long the stop waits for the command task (an actuator being set).
@@ -149,6 +149,18 @@ pub fn batch_settings(cfg: &AgentConfig) -> BatchSettings {
     }
 }
 
+/// The JetStream context the link publishes with, as `cfg` says: acks
+/// awaited up to `forward.ack_timeout`, at most twice `forward.max_in_flight`
+/// in flight (the publisher waits beyond). Public for tools and benchmarks
+/// that assemble the agent's parts themselves (the fleet simulator).
+pub fn jetstream(client: async_nats::Client, cfg: &AgentConfig) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(cfg.forward.ack_timeout.get())
+        .max_ack_inflight(cfg.forward.max_in_flight.get() * 2)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
 /// The tasks the supervisor watches.
 struct Tasks {
     link: JoinHandle<Result<(), LinkError>>,
@@ -198,11 +210,7 @@ pub async fn run(
     let (mut fleet, cfg) = tokio::task::spawn_blocking(move || FleetState::open(cfg, file)).await?;
     let device = cfg.agent.device.get_ref().clone();
     let client = nats_connect::connect(&cfg.nats, &format!("tributary-agent {device}")).await?;
-    let js = async_nats::jetstream::ContextBuilder::new()
-        .timeout(cfg.forward.ack_timeout.get())
-        .max_ack_inflight(cfg.forward.max_in_flight.get() * 2)
-        .backpressure_on_inflight(true)
-        .build(client.clone());
+    let js = jetstream(client.clone(), &cfg);
 
     let link_stop = CancellationToken::new();
     let (msg_tx, msg_rx) = mpsc::channel::<Message>(MESSAGE_CHANNEL);

@@ -164,10 +164,16 @@ impl NatsCluster {
     /// A leafnode (no JetStream) whose remote lists every node; returns once one node holds
     /// the link.
     pub fn leaf(&self) -> Result<NatsServer> {
+        self.leaf_with(NatsOptions::default())
+    }
+
+    /// [`leaf`](Self::leaf) with options: its own clients' authentication
+    /// (`auth`, or users with permissions in `extra_config`), TLS.
+    pub fn leaf_with(&self, options: NatsOptions) -> Result<NatsServer> {
         NatsServer::leaf_of_cluster(
             &self.leaf_urls(),
             self.nodes.iter().map(|n| n.http_port).collect(),
-            NatsOptions::default(),
+            options,
         )
     }
 

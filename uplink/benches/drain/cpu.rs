@@ -1,26 +1,10 @@
 //! CPU time per process, from `/proc`, so that each measurement says who
 //! spent the machine's cores: the benchmark process (a baseline or the
-//! uplink, which runs in it), nats-server and tansu.
+//! uplink, which runs in it), nats-server and tansu
+//! ([`tributary_tests::bench::cpu_seconds`]).
 
+use tributary_tests::bench::{cpu_seconds, self_cpu_seconds};
 use tributary_tests::{Kafka, NatsServer};
-
-/// CPU seconds (user + system) a process has used so far, from
-/// `/proc/<pid>/stat` (`self` for this process); 0 when unreadable.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may
-    // hold spaces: utime and stime are the 12th and 13th of them.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // In USER_HZ ticks: 100 per second on every Linux architecture.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// CPU seconds used so far by this process, the hub and the broker.
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +48,9 @@ impl std::fmt::Display for CpuPerReading {
 impl Cpu {
     /// Now.
     pub fn now(hub: &NatsServer, kafka: &Kafka) -> Self {
-        let of = |pid: Option<u32>| pid.map_or(0.0, |p| cpu_seconds(&p.to_string()));
+        let of = |pid: Option<u32>| pid.map_or(0.0, cpu_seconds);
         Cpu {
-            bench: cpu_seconds("self"),
+            bench: self_cpu_seconds(),
             nats: of(hub.pid()),
             kafka: of(kafka.pid()),
         }

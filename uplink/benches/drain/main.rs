@@ -19,12 +19,12 @@
 
 mod baselines;
 mod cpu;
+mod preload;
 
 use baselines::Record;
 use cpu::{Cpu, CpuPerReading};
-use futures::StreamExt;
+use preload::{DEVICES, PER_MESSAGE, envelope, preload};
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -32,31 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tributary_tests::{Kafka, NatsServer};
 use tributary_uplink::health::Health;
 use tributary_uplink::metrics::Metrics;
-use tributary_wire::{Clock, Envelope, NATS_MSG_ID_HEADER, Sample, Value};
 
-const PER_MESSAGE: u64 = 10;
-const DEVICES: u64 = 100;
 const PARTITIONS: i32 = 6;
-
-fn envelope(i: u64) -> Envelope {
-    let device = format!("pi-{:03}", i % DEVICES);
-    let first = (i / DEVICES) * PER_MESSAGE + 1;
-    Envelope {
-        device,
-        epoch: 1_764_000_000,
-        sensor: "temp".into(),
-        unit: Some("°C".into()),
-        tags: vec![("room".into(), "lab".into())],
-        clock: Clock::Synced,
-        samples: (first..first + PER_MESSAGE)
-            .map(|seq| Sample {
-                seq,
-                timestamp_ns: 1_795_827_723_000_000_000 + seq as i64 * 1_000_000,
-                value: Value::Float(20.0 + (seq % 50) as f64 / 10.0),
-            })
-            .collect(),
-    }
-}
 
 fn config(
     hub: &NatsServer,
@@ -89,27 +66,6 @@ enabled = {eo}
         kafka.bootstrap()
     );
     tributary_config::parse(&text, "bench.toml".as_ref()).expect("bench config")
-}
-
-async fn preload(js: &async_nats::jetstream::Context, messages: u64) {
-    let mut acks = futures::stream::FuturesUnordered::new();
-    for i in 0..messages {
-        let env = envelope(i);
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(NATS_MSG_ID_HEADER, env.msg_id().as_str());
-        acks.push(
-            js.publish_with_headers(env.subject("tributary"), h, env.encode().unwrap().into())
-                .await
-                .expect("publish")
-                .into_future(),
-        );
-        while acks.len() >= 4096 {
-            acks.next().await.unwrap().expect("hub ack");
-        }
-    }
-    while let Some(a) = acks.next().await {
-        a.expect("hub ack");
-    }
 }
 
 async fn uplink(hub: &NatsServer, kafka: &Kafka, name: &str, messages: u64, eo: bool) -> Duration {
