@@ -125,14 +125,14 @@ impl Device {
             run::link_settings(&cfg),
             stats.clone(),
         );
+        // As the agent wires them: the batcher sees when the link is idle.
+        let batch = batcher::BatchSettings {
+            link_idle: Some(link.idle_watch()),
+            ..run::batch_settings(&cfg)
+        };
         let link = tokio::spawn(link.run(msg_rx, CancellationToken::new()));
         let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
-        let batcher = tokio::spawn(batcher::run(
-            obs_rx,
-            msg_tx,
-            handle,
-            run::batch_settings(&cfg),
-        ));
+        let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch));
         let taken = Arc::new(AtomicI64::new(0));
         let sensor_stop = CancellationToken::new();
         let sensor = tokio::spawn(counter(
