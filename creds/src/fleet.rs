@@ -7,12 +7,14 @@
 //! ```text
 //! <dir>/operator.jwt          public: the operator the hub trusts
 //! <dir>/account.jwt           public: the fleet account, with the device template
+//! <dir>/system.jwt            public: the system account (the servers' own, for JetStream)
 //! <dir>/resolver.conf         public: `include` it in the hub's nats-server config
 //! <dir>/uplink.creds    0600  secret: a central user (the uplink, `fleet`), all permissions
 //! <dir>/keys/         0700
 //!     operator.nk       0600  secret: signs accounts; keep it offline once init is done
 //!     account.nk        0600  secret: signs central users and re-issues account.jwt
 //!     device-signing.nk 0600  secret: the scoped key that issues device users
+//!     system.nk         0600  secret: the system account
 //! ```
 //!
 //! A device user is issued by the scoped signing key with the device id as
@@ -33,6 +35,9 @@ use std::path::{Path, PathBuf};
 /// The name of the fleet's account in its JWT.
 pub const ACCOUNT_NAME: &str = "TRIBUTARY";
 
+/// The name of the system account (which nats-server needs for JetStream in operator mode).
+pub const SYSTEM_NAME: &str = "SYS";
+
 /// The central user `init` writes, for the uplink and the central command.
 pub const UPLINK_USER: &str = "uplink";
 
@@ -42,6 +47,10 @@ pub mod files {
     pub const OPERATOR_JWT: &str = "operator.jwt";
     /// The account JWT.
     pub const ACCOUNT_JWT: &str = "account.jwt";
+    /// The system account's JWT.
+    pub const SYSTEM_JWT: &str = "system.jwt";
+    /// The system account's seed.
+    pub const SYSTEM_SEED: &str = "keys/system.nk";
     /// The hub's configuration snippet.
     pub const RESOLVER_CONF: &str = "resolver.conf";
     /// The central user's credentials.
@@ -63,8 +72,10 @@ pub struct Fleet {
     operator_seed: String,
     account_seed: String,
     signing_seed: String,
+    system_seed: String,
     operator_jwt: String,
     account_jwt: String,
+    system_jwt: String,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -85,18 +96,27 @@ impl Fleet {
         let operator = KeyPair::new_operator();
         let account = KeyPair::new_account();
         let signing = KeyPair::new_account();
+        let system = KeyPair::new_account();
         let operator_jwt = jwt::sign(
             &operator,
             &operator.public_key(),
             operator_name,
-            jwt::operator_claims(),
+            jwt::operator_claims(&system.public_key()),
+        );
+        let system_jwt = jwt::sign(
+            &operator,
+            &system.public_key(),
+            SYSTEM_NAME,
+            jwt::system_claims(),
         );
         let mut fleet = Fleet {
             operator_seed: seed(&operator),
             account_seed: seed(&account),
             signing_seed: seed(&signing),
+            system_seed: seed(&system),
             operator_jwt,
             account_jwt: String::new(),
+            system_jwt,
         };
         fleet.reissue_account()?;
         Ok(fleet)
@@ -130,6 +150,11 @@ impl Fleet {
         key(&self.signing_seed).public_key()
     }
 
+    /// The system account's public key (`A…`).
+    pub fn system_public(&self) -> String {
+        key(&self.system_seed).public_key()
+    }
+
     /// The operator JWT.
     pub fn operator_jwt(&self) -> &str {
         &self.operator_jwt
@@ -149,11 +174,15 @@ impl Fleet {
              # `include` this file in the hub's nats-server configuration (the same on every\n\
              # node). It holds only public JWTs.\n\
              operator: {:?}\n\
+             system_account: {:?}\n\
              resolver: MEMORY\n\
-             resolver_preload: {{\n  {:?}: {:?}\n}}\n",
+             resolver_preload: {{\n  {:?}: {:?}\n  {:?}: {:?}\n}}\n",
             self.operator_jwt,
+            self.system_public(),
             self.account_public(),
-            self.account_jwt
+            self.account_jwt,
+            self.system_public(),
+            self.system_jwt
         )
     }
 
@@ -208,6 +237,7 @@ impl Fleet {
             (files::OPERATOR_SEED, &self.operator_seed),
             (files::ACCOUNT_SEED, &self.account_seed),
             (files::SIGNING_SEED, &self.signing_seed),
+            (files::SYSTEM_SEED, &self.system_seed),
         ] {
             written.push(write_secret(&dir.join(file), &format!("{seed}\n"))?);
         }
@@ -227,6 +257,7 @@ impl Fleet {
         for (file, text) in [
             (files::OPERATOR_JWT, format!("{}\n", self.operator_jwt)),
             (files::ACCOUNT_JWT, format!("{}\n", self.account_jwt)),
+            (files::SYSTEM_JWT, format!("{}\n", self.system_jwt)),
             (files::RESOLVER_CONF, self.resolver_config()),
         ] {
             let path = dir.join(file);
@@ -258,8 +289,10 @@ impl Fleet {
             operator_seed: seed_of(files::OPERATOR_SEED, "operator")?,
             account_seed: seed_of(files::ACCOUNT_SEED, "account")?,
             signing_seed: seed_of(files::SIGNING_SEED, "account signing")?,
+            system_seed: seed_of(files::SYSTEM_SEED, "system account")?,
             operator_jwt: read(files::OPERATOR_JWT)?,
             account_jwt: read(files::ACCOUNT_JWT)?,
+            system_jwt: read(files::SYSTEM_JWT)?,
         };
         let account = jwt::verified_claims(&fleet.account_jwt)?;
         let operator_public = key(&fleet.operator_seed).public_key();
@@ -359,7 +392,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::generate("test").unwrap();
         let written = fleet.init_dir(dir.path()).unwrap();
-        assert_eq!(written.len(), 7);
+        assert_eq!(written.len(), 9);
         for file in [
             files::OPERATOR_SEED,
             files::SIGNING_SEED,

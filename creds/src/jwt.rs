@@ -66,9 +66,9 @@ pub fn verified_claims(jwt: &str) -> Result<Value, CredsError> {
     Ok(claims_json)
 }
 
-/// The claims of the operator JWT (self-signed).
-pub fn operator_claims() -> Value {
-    json!({"type": "operator", "version": 2})
+/// The claims of the operator JWT (self-signed), naming its system account.
+pub fn operator_claims(system_account: &str) -> Value {
+    json!({"type": "operator", "system_account": system_account, "version": 2})
 }
 
 /// The claims of the fleet's account: no limits but JetStream enabled
@@ -93,6 +93,20 @@ pub fn account_claims(signing_key: Option<(&str, Value)>) -> Value {
             "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
         },
         "signing_keys": signing_keys,
+        "default_permissions": {"pub": {}, "sub": {}},
+        "type": "account",
+        "version": 2
+    })
+}
+
+/// The claims of the system account: the servers' own traffic, no
+/// JetStream, no signing keys.
+pub fn system_claims() -> Value {
+    json!({
+        "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1
+        },
         "default_permissions": {"pub": {}, "sub": {}},
         "type": "account",
         "version": 2
