@@ -113,19 +113,20 @@ pub fn system_claims() -> Value {
     })
 }
 
-/// The claims of a user of `account`: no permissions of its own (a central
-/// user signed by the account key has them all; a device user signed by a
-/// scoped key gets the key's template), `issuer_account` when a signing key
-/// and not the account itself issues it.
+/// The claims of a user: a central user signed by the account key has no
+/// limits and every permission; a device user signed by a scoped key
+/// (`issuer_account` given) must carry no permissions nor limits at all
+/// (the server refuses it otherwise) and gets the key's template.
 pub fn user_claims(issuer_account: Option<&str>) -> Value {
-    let mut claims = json!({
-        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-        "type": "user", "version": 2
-    });
-    if let Some(account) = issuer_account {
-        claims["issuer_account"] = json!(account);
+    match issuer_account {
+        Some(account) => json!({
+            "issuer_account": account, "type": "user", "version": 2
+        }),
+        None => json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
     }
-    claims
 }
 
 /// The scoped signing key's template: `publish` and `subscribe` allow lists

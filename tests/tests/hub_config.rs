@@ -22,6 +22,8 @@ use tributary_tests::{
     NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess, TestCerts, free_port,
 };
 
+use tributary_tests::ports::is_listening;
+
 /// The body of `GET path` on the hub's monitoring port.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     tributary_tests::prometheus::http_get(port, path).map(|(_, body)| body)
@@ -44,9 +46,10 @@ async fn the_shipped_hub_configuration_syncs_every_write_and_takes_readings() ->
         .arg("-c")
         .arg(&path);
     let mut hub = ServerProcess::start(spec, dir)?;
+    // The monitoring port may answer before the client port accepts.
     hub.wait_until(Duration::from_secs(20), || {
         http_get(http, "/varz")
-            .map(|b| b.contains("\"sync_always\": true"))
+            .map(|b| b.contains("\"sync_always\": true") && is_listening(client))
             .map_err(|e| e.to_string())
     })?;
 
