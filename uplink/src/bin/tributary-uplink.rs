@@ -1,5 +1,6 @@
 //! `tributary-uplink`: the command line over the `tributary_uplink`
-//! library: `run`, `check`, `tail` and `fleet` (the central command).
+//! library: `run`, `check`, `tail`, `fleet` (the central command) and
+//! `creds` (the hub's operator-mode credentials, `tributary_creds`).
 //!
 //! The central command is a subcommand here, not a third binary: it runs
 //! where the uplink's package is installed, next to the hub, and can use
@@ -89,7 +90,16 @@ enum Command {
         #[command(subcommand)]
         command: fleet_cli::FleetCommand,
     },
+    /// Operator-mode (JWT) credentials of the hub, without nsc: make the
+    /// operator and the fleet's account, issue a device's .creds.
+    Creds {
+        #[command(subcommand)]
+        command: creds_cli::CredsCommand,
+    },
 }
+
+#[path = "tributary-uplink/creds_cli.rs"]
+mod creds_cli;
 
 #[path = "tributary-uplink/fleet_cli.rs"]
 mod fleet_cli;
@@ -135,6 +145,7 @@ fn main() -> ExitCode {
             }
             ok => ok,
         },
+        Command::Creds { command } => creds_cli::run(command),
         Command::Fleet { conn, command } => {
             return match runtime().and_then(|rt| rt.block_on(fleet_cli::run(conn, command))) {
                 Ok(code) => code,
