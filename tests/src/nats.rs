@@ -94,6 +94,12 @@ pub struct NatsOptions {
     pub leaf_credentials: Option<Credentials>,
     /// Extra top-level config text appended verbatim.
     pub extra_config: String,
+    /// The `nats-server` binary of this server (default: [`bins::nats_server`]), e.g. a
+    /// hub on the current release while its leafs run Debian's.
+    pub binary: Option<PathBuf>,
+    /// Hub: JetStream's `sync_interval` (e.g. `always`, needs nats-server >= 2.10); takes
+    /// precedence over `TRIBUTARY_HUB_SYNC_INTERVAL`.
+    pub sync_interval: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +188,10 @@ impl NatsServer {
     }
 
     fn spawn(role: Role, options: NatsOptions, hub_url: Option<String>) -> Result<Self> {
-        let binary = bins::nats_server()?;
+        let binary = match &options.binary {
+            Some(binary) => binary.clone(),
+            None => bins::nats_server()?,
+        };
         let version = nats_version(&binary);
         let port = free_port();
         let http_port = free_port();
@@ -491,8 +500,10 @@ fn render_config(
             // default (stream.max_bytes), or it could not create its stream.
             // `TRIBUTARY_HUB_SYNC_INTERVAL=always` (nats-server >= 2.10): the
             // durability setting of config/examples/hub.conf, for its benchmarks.
-            let sync = std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL")
-                .ok()
+            let sync = options
+                .sync_interval
+                .clone()
+                .or_else(|| std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL").ok())
                 .filter(|v| !v.is_empty())
                 .map(|v| format!("  sync_interval: {v:?}\n"))
                 .unwrap_or_default();
