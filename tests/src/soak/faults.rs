@@ -350,7 +350,7 @@ mod tests {
         assert_ne!(plan(7, None), plan(8, None));
         let round = plan(7, None);
         assert_eq!(round.len() as u64, KINDS);
-        let kinds: std::collections::BTreeSet<_> = round
+        let kinds: std::collections::HashSet<_> = round
             .iter()
             .map(|s| std::mem::discriminant(&s.fault))
             .collect();

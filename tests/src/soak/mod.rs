@@ -41,6 +41,9 @@ use std::time::Duration;
 pub const SENSORS: usize = 4;
 /// How often each sensor takes a reading.
 pub const SENSOR_INTERVAL: Duration = Duration::from_millis(20);
+/// The agents' `forward.linger`: several readings of a sensor per message, so that a hub
+/// fsyncing every message (`sync_interval: always`) keeps up on a loaded 2-core machine.
+pub const LINGER: Duration = Duration::from_millis(150);
 /// Agents (devices), each behind its own leaf and proxy.
 pub const DEVICES: usize = 3;
 /// The agents' `buffer.flush_interval`: the power-cut window.
@@ -153,7 +156,7 @@ pub fn run(plan: &SoakPlan) -> Result<verify::Report> {
     let mut report = verify::verify(&rig)?;
     report.secrets = rig.secret_leaks()?;
     report.seed = plan.seed;
-    report.mode = plan.mode;
+    report.mode = Some(plan.mode);
     report.elapsed = started.elapsed();
     println!("{report}");
     Ok(report)

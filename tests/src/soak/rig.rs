@@ -493,7 +493,9 @@ fn consumers_idle(hub: &NatsServer) -> Option<bool> {
             if stream["name"] != STREAM {
                 continue;
             }
-            for c in stream["consumer_detail"].as_array().into_iter().flatten() {
+            // The uplinks' (`soak`, `soak-<replica>`), not the agents' read backs (`rb-…`).
+            let uplinks = stream["consumer_detail"].as_array().into_iter().flatten();
+            for c in uplinks.filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("soak"))) {
                 consumers += 1;
                 let pending = c["num_pending"].as_u64().unwrap_or(1);
                 let unacked = c["num_ack_pending"].as_u64().unwrap_or(1);
@@ -536,7 +538,7 @@ flush_interval = "{flush}ms"
 ack_timeout = "2s"
 backoff_initial = "100ms"
 backoff_max = "1s"
-linger = "20ms"
+linger = "{linger}ms"
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
@@ -548,6 +550,7 @@ enabled = false
         leaf = leaf.client_url(),
         password = password.display(),
         flush = FLUSH_INTERVAL.as_millis(),
+        linger = super::LINGER.as_millis(),
     )
 }
 
