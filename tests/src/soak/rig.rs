@@ -152,6 +152,8 @@ impl Rig {
         runtime.block_on(create_stream_with_window(&hub, DUPLICATE_WINDOW))?;
         let kafka = Kafka::start()?;
         kafka.create_topic(TOPIC, PARTITIONS)?;
+        // Or reading tens of thousands of records back takes tansu minutes per fetch.
+        kafka.index_headers()?;
         let uplink_password = write_secret(secrets.path(), "uplink")?;
         let agent_password = write_secret(secrets.path(), "agent")?;
         let mut uplinks = Vec::new();
