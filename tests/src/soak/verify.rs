@@ -14,7 +14,11 @@
 //!
 //! Records are also counted per reading id (*duplicated*: copies beyond the first) and in
 //! Kafka order (*out of order*: a record of a sensor whose sequence number is below one
-//! already seen for that sensor; a device's records share one partition).
+//! already seen for that sensor; a device's records share one partition). A duplicate whose
+//! copies come from different stream messages (exactly-once mode only: the stream sequence
+//! in header `tributary-origin`) was stored twice by the hub — a resend the duplicate
+//! window and the agent's read back did not catch; one from the same stream message was
+//! written twice by an uplink.
 
 use super::rig::{Rig, RunEnd, TOPIC, sensor_ids};
 use super::{FLUSH_INTERVAL, Mode, Result};
@@ -40,6 +44,9 @@ pub struct Counts {
     pub lost_to_kills: u64,
     /// Copies beyond the first.
     pub duplicated: u64,
+    /// Of `duplicated`: copies from another stream message than the first (the hub stored
+    /// the reading twice).
+    pub stored_twice: u64,
     /// Records behind a later one of the same sensor.
     pub out_of_order: u64,
     /// The oldest a reading lost to a kill may have been at the kill (ms).
@@ -53,6 +60,7 @@ impl Counts {
         self.missing += o.missing;
         self.lost_to_kills += o.lost_to_kills;
         self.duplicated += o.duplicated;
+        self.stored_twice += o.stored_twice;
         self.out_of_order += o.out_of_order;
         self.oldest_lost_ms = self.oldest_lost_ms.max(o.oldest_lost_ms);
     }
@@ -123,6 +131,8 @@ impl Report {
 
 /// A reading as the verifier needs it.
 struct Seen {
+    /// Stream sequences of the copies' messages, as far as the records say.
+    stream_seqs: Vec<u64>,
     value: i64,
     seq: u64,
     ts_ns: i64,
@@ -157,18 +167,18 @@ pub fn verify(rig: &Rig) -> Result<Report> {
             *out_of_order.entry(key.clone()).or_insert(0) += 1;
         }
         *max = (*max).max(r.seq);
-        seen.entry(key)
-            .or_default()
-            .entry(r.id.clone())
-            .or_insert((
-                Seen {
-                    value,
-                    seq: r.seq,
-                    ts_ns,
-                },
-                0,
-            ))
-            .1 += 1;
+        let stream_seq = stream_seq(record);
+        let entry = seen.entry(key).or_default().entry(r.id.clone()).or_insert((
+            Seen {
+                stream_seqs: Vec::new(),
+                value,
+                seq: r.seq,
+                ts_ns,
+            },
+            0,
+        ));
+        entry.1 += 1;
+        entry.0.stream_seqs.extend(stream_seq);
     }
     let window = i64::try_from((FLUSH_INTERVAL + WINDOW_SLACK).as_nanos()).unwrap_or(i64::MAX);
     for device in &rig.devices {
@@ -183,6 +193,10 @@ pub fn verify(rig: &Rig) -> Result<Report> {
             let mut by_run: Vec<Vec<&Seen>> = vec![Vec::new(); device.runs.len()];
             for (s, copies) in readings.values() {
                 c.duplicated += copies - 1;
+                let mut seqs = s.stream_seqs.clone();
+                seqs.sort_unstable();
+                seqs.dedup();
+                c.stored_twice += (seqs.len() as u64).saturating_sub(1);
                 // The last run started before it was taken.
                 let run = device
                     .runs
@@ -255,6 +269,13 @@ pub fn verify(rig: &Rig) -> Result<Report> {
     Ok(report)
 }
 
+/// The stream sequence of the message a record came from: header `tributary-origin`
+/// (`<stream seq>:<index>`, exactly-once mode only).
+fn stream_seq(record: &crate::Record) -> Option<u64> {
+    let origin = record.header_str("tributary-origin")?;
+    origin.split(':').next()?.parse().ok()
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = self.mode.map(|m| m.to_string()).unwrap_or_default();
@@ -266,19 +287,20 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "| device | sensor | generated | delivered | missing | lost to SIGKILL (window) | oldest lost | duplicated | out of order |"
+            "| device | sensor | generated | delivered | missing | lost to SIGKILL (window) | oldest lost | duplicated (stored twice by the hub) | out of order |"
         )?;
         writeln!(f, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
         let row = |f: &mut fmt::Formatter<'_>, d: &str, s: &str, c: &Counts| {
             writeln!(
                 f,
-                "| {d} | {s} | {} | {} | {} | {} | {} ms | {} | {} |",
+                "| {d} | {s} | {} | {} | {} | {} | {} ms | {} ({}) | {} |",
                 c.generated,
                 c.delivered,
                 c.missing,
                 c.lost_to_kills,
                 c.oldest_lost_ms,
                 c.duplicated,
+                c.stored_twice,
                 c.out_of_order
             )
         };
