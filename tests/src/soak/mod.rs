@@ -147,6 +147,7 @@ pub fn run(plan: &SoakPlan) -> Result<verify::Report> {
             started.elapsed().as_secs_f64()
         );
         faults::apply(&mut rig, step)?;
+        rig.supervise()?;
     }
     println!(
         "   [{:>6.1}s] healing, stopping the agents, draining",
@@ -155,6 +156,7 @@ pub fn run(plan: &SoakPlan) -> Result<verify::Report> {
     rig.heal_and_stop()?;
     let mut report = verify::verify(&rig)?;
     report.secrets = rig.secret_leaks()?;
+    report.self_exits = rig.self_exits.clone();
     report.seed = plan.seed;
     report.mode = Some(plan.mode);
     report.elapsed = started.elapsed();

@@ -88,6 +88,8 @@ pub struct Rig {
     pub hub: NatsServer,
     /// The Kafka broker.
     pub kafka: Kafka,
+    /// Programs that exited on their own and were restarted, as systemd would.
+    pub self_exits: Vec<String>,
     secrets: TempDir,
 }
 
@@ -209,6 +211,7 @@ impl Rig {
             uplinks,
             hub,
             kafka,
+            self_exits: Vec::new(),
             secrets,
         })
     }
@@ -271,6 +274,33 @@ impl Rig {
         Ok(())
     }
 
+    /// Does what systemd's `Restart=always` does for the installed programs: an uplink or
+    /// agent that exited on its own (a part failed, by design: see the README's "Always
+    /// stoppable, never half alive") is started again, and noted in [`Rig::self_exits`]. An
+    /// agent's run counts as SIGKILLed at the moment its exit is noticed.
+    pub fn supervise(&mut self) -> Result<()> {
+        for (i, u) in self.uplinks.iter_mut().enumerate() {
+            if let Some(status) = u.process.try_exit_status() {
+                let why = u.process.log_tail(1);
+                self.self_exits
+                    .push(format!("uplink {i} exited {status}: {why}"));
+                u.process.respawn()?;
+            }
+        }
+        for device in &mut self.devices {
+            if let Some(status) = device.agent.try_exit_status() {
+                let why = device.agent.log_tail(1);
+                self.self_exits
+                    .push(format!("agent {} exited {status}: {why}", device.name));
+                device.runs.last_mut().expect("a run").end =
+                    Some(RunEnd::Killed { at_ns: wall_ns() });
+                device.runs.push(Run::new(wall_ns()));
+                device.agent.respawn()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until leaf `d` is linked to the hub again.
     pub fn wait_leaf(&self, d: usize) -> Result<()> {
         Ok(self.devices[d].leaf.wait_leaf_connected(BACK)?)
@@ -305,6 +335,7 @@ impl Rig {
             let _ = u.process.resume();
         }
         self.wait_leafs()?;
+        self.supervise()?;
         for d in 0..self.devices.len() {
             let port = self.devices[d].metrics_port;
             wait_for(

@@ -83,6 +83,8 @@ pub struct Report {
     pub foreign: u64,
     /// Where the secret showed.
     pub secrets: Vec<String>,
+    /// Programs that exited on their own (and were restarted, as systemd would).
+    pub self_exits: Vec<String>,
     /// A few examples of missing readings, for the failure message.
     pub examples: Vec<String>,
 }
@@ -324,6 +326,9 @@ impl fmt::Display for Report {
                 self.secrets.join(", ")
             }
         )?;
+        for exit in &self.self_exits {
+            writeln!(f, "restarted as systemd would: {exit}")?;
+        }
         let failures = self.failures();
         if failures.is_empty() {
             writeln!(f, "PASS")
