@@ -1,6 +1,6 @@
 # The two commands of the README (`make demo`, `make test`), both working on a
 # fresh Debian 12 with Rust, and the pieces `make test` is made of.
-.PHONY: demo test test-host test-pi deps lint fuzz
+.PHONY: demo test test-host test-pi deps lint fuzz soak
 
 # The cross builds keep their own target dir outside the clone, so that a
 # second run (CI on the same machine, a new clone) only rebuilds Tributary's
@@ -52,3 +52,11 @@ lint:
 FUZZ_SECONDS ?= 30
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# The chaos soak in both modes for SOAK_SECONDS each (the short form runs in
+# `make test`); SOAK_SEED=<seed> replays a schedule. See the README's
+# "Proof under faults".
+SOAK_SECONDS ?= 600
+soak:
+	cargo build --workspace --bins
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p tributary-tests --test chaos_soak -- --nocapture --test-threads 1 --include-ignored

@@ -17,7 +17,11 @@
 //! - the `--schema-registry file://…` path is relative to the working directory too;
 //! - topics are never auto-created: call [`Kafka::create_topic`] first;
 //! - consumer groups (`subscribe`) hang: read with [`crate::KafkaReader`], which `assign`s;
-//! - transactions (`EndTxn`) are unsupported.
+//! - transactions (`EndTxn`) are unsupported;
+//! - with sqlite storage its `header` table has no index on the record it belongs to, so a
+//!   fetch scans every header of the database for each record: a topic of tens of thousands
+//!   of records with headers takes minutes per fetch and the broker answers nothing else
+//!   meanwhile. [`Kafka::index_headers`] adds the index (the `sqlite3` CLI).
 //!
 //! Calls block; in `#[tokio::test]`s use `flavor = "multi_thread"`.
 
@@ -230,6 +234,27 @@ impl Kafka {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// sqlite storage: adds the index tansu 0.6.0 lacks on its `header` table (see the module
+    /// docs), with the `sqlite3` CLI, so that fetches of large topics stay fast. Call it once
+    /// the broker is up (its tables exist); it is kept across restarts.
+    pub fn index_headers(&self) -> Result<()> {
+        let db = self.data_dir().join("kafka.db");
+        let out = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(".timeout 10000")
+            .arg("create index if not exists tributary_header_record on header (topition, offset_id);")
+            .output()
+            .map_err(|e| HarnessError::io("running sqlite3 (apt-get install sqlite3)", &db, e))?;
+        if !out.status.success() {
+            return Err(HarnessError::io(
+                "indexing tansu's headers",
+                &db,
+                std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            ));
+        }
+        Ok(())
     }
 
     /// Restarts the broker with the same port and storage (SIGKILLing it first if it runs)

@@ -13,6 +13,7 @@
 //! | [`Mosquitto`]        | `mosquitto` MQTT broker                   | persistent QoS 1 sessions              |
 //! | [`Prometheus`]       | `prometheus` (Debian, 2.42)               | scrapes the test's programs, rules     |
 //! | [`ServerProcess`]    | any process, e.g. `bins::agent()`         | kill/terminate/pause/resume/restart    |
+//! | [`TcpProxy`]           | a TCP proxy the test severs and restores  | cuts a leaf's link to its hub          |
 //! | [`TinyFs`]           | a `tmpfs` of a few MiB (needs root)       | disk-full tests; unmounted on drop     |
 //! | [`shipped_hub::ShippedCluster`] | `config/examples/hub-*.conf` as 3 nodes | the hub guide's files, started  |
 //!
@@ -69,12 +70,15 @@ pub mod nats_cluster;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod proxy;
 #[cfg(feature = "kafka")]
 pub mod reader;
 pub mod schedule;
 #[cfg(feature = "kafka")]
 pub mod schema;
 pub mod shipped_hub;
+#[cfg(feature = "kafka")]
+pub mod soak;
 pub mod tmpfs;
 pub mod tributary;
 
@@ -89,6 +93,7 @@ pub use nats_cluster::NatsCluster;
 pub use ports::free_port;
 pub use process::{ProcessSpec, ServerProcess, pid_exists};
 pub use prometheus::{Alert, Prometheus, PrometheusSetup};
+pub use proxy::TcpProxy;
 #[cfg(feature = "kafka")]
 pub use reader::{KafkaReader, Record};
 pub use schedule::Schedule;

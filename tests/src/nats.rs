@@ -97,6 +97,12 @@ pub struct NatsOptions {
     /// Leaf: extra text inside its remote, e.g. `credentials: "/x/pi.creds"` (a hub in
     /// operator mode) or a `tls { ca_file: "…" }` block (a hub's TLS leafnode listener).
     pub leaf_remote: String,
+    /// The `nats-server` binary of this server (default: [`bins::nats_server`]), e.g. a
+    /// hub on the current release while its leafs run Debian's.
+    pub binary: Option<PathBuf>,
+    /// Hub: JetStream's `sync_interval` (e.g. `always`, needs nats-server >= 2.10); takes
+    /// precedence over `TRIBUTARY_HUB_SYNC_INTERVAL`.
+    pub sync_interval: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +191,10 @@ impl NatsServer {
     }
 
     fn spawn(role: Role, options: NatsOptions, hub_url: Option<String>) -> Result<Self> {
-        let binary = bins::nats_server()?;
+        let binary = match &options.binary {
+            Some(binary) => binary.clone(),
+            None => bins::nats_server()?,
+        };
         let version = nats_version(&binary);
         let port = free_port();
         let http_port = free_port();
@@ -494,8 +503,10 @@ fn render_config(
             // default (stream.max_bytes), or it could not create its stream.
             // `TRIBUTARY_HUB_SYNC_INTERVAL=always` (nats-server >= 2.10): the
             // durability setting of config/examples/hub.conf, for its benchmarks.
-            let sync = std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL")
-                .ok()
+            let sync = options
+                .sync_interval
+                .clone()
+                .or_else(|| std::env::var("TRIBUTARY_HUB_SYNC_INTERVAL").ok())
                 .filter(|v| !v.is_empty())
                 .map(|v| format!("  sync_interval: {v:?}\n"))
                 .unwrap_or_default();
