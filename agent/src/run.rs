@@ -27,7 +27,7 @@
 
 use crate::batcher::{self, BatchError, BatchLimits, BatchSettings, Message};
 use crate::buffer::{Buffer, BufferConfig, OpenError};
-use crate::buffer_owner::{self, BufferThreadError};
+use crate::buffer_owner::{self, BufferHandle, BufferThreadError};
 use crate::control::fleet::{Decision, FleetState, FleetValue};
 use crate::control::{self, ControlError, Running};
 use crate::link::{Backoff, HubPublisher, Link, LinkError, LinkSettings};
@@ -161,6 +161,31 @@ pub fn jetstream(client: async_nats::Client, cfg: &AgentConfig) -> async_nats::j
         .build(client)
 }
 
+/// The link to the hub over `client` and the batcher settings that go
+/// with it (the batcher sees when the link is idle), as the agent wires
+/// them.
+pub fn hub_link(
+    client: async_nats::Client,
+    buffer: BufferHandle,
+    cfg: &AgentConfig,
+    stats: Arc<AgentStats>,
+) -> (Link<HubPublisher>, BatchSettings) {
+    let publisher = HubPublisher::new(
+        jetstream(client.clone(), cfg),
+        client,
+        &cfg.control.fleet_domain,
+        &cfg.forward.subject_prefix,
+        cfg.agent.device.get_ref(),
+        cfg.forward.ack_timeout.get(),
+    );
+    let link = Link::new(publisher, buffer, link_settings(cfg), stats);
+    let batch = BatchSettings {
+        link_idle: Some(link.idle_watch()),
+        ..batch_settings(cfg)
+    };
+    (link, batch)
+}
+
 /// The tasks the supervisor watches.
 struct Tasks {
     link: JoinHandle<Result<(), LinkError>>,
@@ -210,28 +235,10 @@ pub async fn run(
     let (mut fleet, cfg) = tokio::task::spawn_blocking(move || FleetState::open(cfg, file)).await?;
     let device = cfg.agent.device.get_ref().clone();
     let client = nats_connect::connect(&cfg.nats, &format!("tributary-agent {device}")).await?;
-    let js = jetstream(client.clone(), &cfg);
 
     let link_stop = CancellationToken::new();
     let (msg_tx, msg_rx) = mpsc::channel::<Message>(MESSAGE_CHANNEL);
-    let publisher = HubPublisher::new(
-        js,
-        client.clone(),
-        &cfg.control.fleet_domain,
-        &cfg.forward.subject_prefix,
-        &device,
-        cfg.forward.ack_timeout.get(),
-    );
-    let link = Link::new(
-        publisher,
-        handle.clone(),
-        link_settings(&cfg),
-        stats.clone(),
-    );
-    let batch = BatchSettings {
-        link_idle: Some(link.idle_watch()),
-        ..batch_settings(&cfg)
-    };
+    let (link, batch) = hub_link(client.clone(), handle.clone(), &cfg, stats.clone());
     let link = tokio::spawn(link.run(msg_rx, link_stop.clone()));
     let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
     let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch));

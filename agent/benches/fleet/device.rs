@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_agent::batcher::{self, BatchError, Message};
 use tributary_agent::buffer::Buffer;
 use tributary_agent::buffer_owner::{self, BufferThread};
-use tributary_agent::link::{HubPublisher, Link, LinkError};
+use tributary_agent::link::LinkError;
 use tributary_agent::run::{self, MESSAGE_CHANNEL, OBSERVATION_CHANNEL};
 use tributary_agent::sensors::{Observation, SensorMeta};
 use tributary_agent::stats::AgentStats;
@@ -109,27 +109,9 @@ impl Device {
         let client = tributary_agent::nats_connect::connect(&cfg.nats, &format!("fleet {device}"))
             .await
             .with_context(|| format!("connecting {device}"))?;
-        let js = run::jetstream(client.clone(), &cfg);
-        let publisher = HubPublisher::new(
-            js,
-            client.clone(),
-            &cfg.control.fleet_domain,
-            &cfg.forward.subject_prefix,
-            &device,
-            cfg.forward.ack_timeout.get(),
-        );
         let (msg_tx, msg_rx) = mpsc::channel::<Message>(MESSAGE_CHANNEL);
-        let link = Link::new(
-            publisher,
-            handle.clone(),
-            run::link_settings(&cfg),
-            stats.clone(),
-        );
         // As the agent wires them: the batcher sees when the link is idle.
-        let batch = batcher::BatchSettings {
-            link_idle: Some(link.idle_watch()),
-            ..run::batch_settings(&cfg)
-        };
+        let (link, batch) = run::hub_link(client.clone(), handle.clone(), &cfg, stats.clone());
         let link = tokio::spawn(link.run(msg_rx, CancellationToken::new()));
         let (obs_tx, obs_rx) = mpsc::channel::<Observation>(OBSERVATION_CHANNEL);
         let batcher = tokio::spawn(batcher::run(obs_rx, msg_tx, handle, batch));
