@@ -96,6 +96,7 @@ leafnodes { remotes [ { url: "nats-leaf://127.0.0.1:$HUB_LEAF_PORT" } ] }
 CONF
 sed -e "s#nats://127.0.0.1:4222#nats://127.0.0.1:$HUB_PORT#" \
     -e "s#127.0.0.1:9092#127.0.0.1:$KAFKA_PORT#" \
+    -e '/^\[stream\]/a max_bytes = "1 GiB"  # demo: JetStream refuses a stream bigger than its free disk allows' \
     config/examples/uplink.toml > "$DEMO/uplink.toml"
 printf '\n# Added by the demo.\n[http]\nlisten = "127.0.0.1:%s"\n' "$UPLINK_METRICS_PORT" >> "$DEMO/uplink.toml"
 sed -e "s#nats://127.0.0.1:4222#nats://127.0.0.1:$LEAF_PORT#" \
