@@ -268,3 +268,28 @@ pub fn creds_command(args: &[&std::ffi::OsStr]) -> Result<std::process::Output> 
     );
     Ok(out)
 }
+
+/// Creates the readings stream (`TRIBUTARY` on `tributary.>`) at three
+/// replicas, retrying every 200 ms, 100 times, while a cluster that has just
+/// started elects its meta leader; the last error when it never could.
+pub async fn create_r3_stream(
+    js: &async_nats::jetstream::Context,
+) -> std::result::Result<(), async_nats::jetstream::context::CreateStreamError> {
+    let mut attempts = 1;
+    loop {
+        let created = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "TRIBUTARY".into(),
+                subjects: vec!["tributary.>".into()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts >= 100 => return Err(e),
+            Err(_) => attempts += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

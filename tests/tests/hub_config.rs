@@ -15,8 +15,8 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 use tributary_tests::shipped_hub::{
-    ShippedCluster, creds_command, on_loopback, operator_leaf_remote, server_at_least,
-    start_operator_cluster,
+    ShippedCluster, create_r3_stream, creds_command, on_loopback, operator_leaf_remote,
+    server_at_least, start_operator_cluster,
 };
 use tributary_tests::{
     NatsOptions, NatsServer, ProcessSpec, Result, ServerProcess, TestCerts, free_port,
@@ -107,24 +107,7 @@ async fn the_shipped_cluster_configuration_forms_a_three_node_hub_that_replicate
         .collect();
     let nc = async_nats::connect(urls).await.expect("connect");
     let js = async_nats::jetstream::new(nc);
-    let mut created = Err(String::new());
-    for _ in 0..100 {
-        created = js
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "TRIBUTARY".into(),
-                subjects: vec!["tributary.>".into()],
-                num_replicas: 3,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        if created.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    created.expect("an R3 stream");
+    create_r3_stream(&js).await.expect("an R3 stream");
     js.publish("tributary.pi.t", "21.5".into())
         .await
         .expect("publish")
@@ -200,24 +183,7 @@ async fn the_shipped_operator_configuration_takes_a_device_s_reading_through_its
         .await
         .expect("the central user connects");
     let js = async_nats::jetstream::new(central);
-    let mut created = Err(String::new());
-    for _ in 0..100 {
-        created = js
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: "TRIBUTARY".into(),
-                subjects: vec!["tributary.>".into()],
-                num_replicas: 3,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        if created.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    created.expect("an R3 stream");
+    create_r3_stream(&js).await.expect("an R3 stream");
 
     // The device's leaf connects over TLS with its creds; its reading is
     // acknowledged through the leaf and stored on every node.
