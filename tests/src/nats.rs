@@ -598,3 +598,41 @@ mod tests {
         assert!(!new.contains("jetstream"), "{new}");
     }
 }
+
+/// Why a JetStream API request got no good answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiRefusal {
+    /// No answer came (no responders, timeout, permission violation).
+    #[error("no answer")]
+    NoAnswer(#[from] async_nats::RequestError),
+    /// The answer was a non-OK status or a JetStream error body.
+    #[error("{status:?}: {body}")]
+    Refused {
+        /// The answer's status, if any.
+        status: Option<async_nats::StatusCode>,
+        /// The answer's payload.
+        body: String,
+    },
+}
+
+/// A raw JetStream API request (e.g. from a device's client behind a leaf,
+/// to see what its permissions allow): the answer's payload, or why there
+/// was none. Waits 2 s for the answer.
+pub async fn jetstream_api(
+    client: &async_nats::Client,
+    subject: String,
+    body: &str,
+) -> std::result::Result<String, ApiRefusal> {
+    let request = async_nats::Request::new()
+        .payload(body.to_owned().into())
+        .timeout(Some(Duration::from_secs(2)));
+    let msg = client.send_request(subject, request).await?;
+    let text = String::from_utf8_lossy(&msg.payload).into_owned();
+    if msg.status.is_some_and(|s| s != async_nats::StatusCode::OK) || text.contains("\"error\"") {
+        return Err(ApiRefusal::Refused {
+            status: msg.status,
+            body: text,
+        });
+    }
+    Ok(text)
+}

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tributary_tests::nats::{Credentials, NatsOptions};
+use tributary_tests::nats::{Credentials, NatsOptions, jetstream_api};
 use tributary_tests::tributary::{
     agent_config, command, create_command_stream, create_stream, publish_command, run_fleet,
     start_agent, stream_envelopes,
@@ -213,23 +213,6 @@ async fn wait_for_file(path: &Path, value: &str, agent: &tributary_tests::Server
     }
 }
 
-/// A JetStream API request from a client behind a leaf: the answer's
-/// payload, or why there was none.
-async fn api(client: &async_nats::Client, subject: String, body: &str) -> Result<String, String> {
-    let request = async_nats::Request::new()
-        .payload(body.to_owned().into())
-        .timeout(Some(Duration::from_secs(2)));
-    let msg = client
-        .send_request(subject, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&msg.payload).into_owned();
-    if msg.status.is_some_and(|s| s != async_nats::StatusCode::OK) || text.contains("\"error\"") {
-        return Err(format!("{:?}: {text}", msg.status));
-    }
-    Ok(text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() -> Result<()> {
     let (hub, leaf_a, leaf_b) = two_devices().await?;
@@ -299,7 +282,7 @@ async fn a_device_consumes_its_own_commands_and_cannot_read_another_devices() ->
         ),
     ];
     for (what, subject, body) in refused {
-        let r = api(&on_b, subject, &body).await;
+        let r = jetstream_api(&on_b, subject, &body).await;
         assert!(r.is_err(), "{what}: {r:?}");
     }
     // A plain subscription to A's command subjects sees nothing of them.
@@ -407,7 +390,7 @@ async fn a_device_reads_back_only_its_own_readings() -> Result<()> {
         ),
     ];
     for (what, subject, body) in refused {
-        let r = api(&on_b, subject, &body).await;
+        let r = jetstream_api(&on_b, subject, &body).await;
         assert!(r.is_err(), "{what}: {r:?}");
     }
     // A's own read back still works afterwards.

@@ -17,6 +17,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tributary_tests::nats::jetstream_api;
 use tributary_tests::shipped_hub::{
     ShippedCluster, creds_command, operator_leaf_remote, server_at_least, start_operator_cluster,
 };
@@ -148,23 +149,6 @@ async fn acknowledged(client: &async_nats::Client, subject: &str, payload: Vec<u
     })
     .await;
     matches!(sent, Ok(Ok(_)))
-}
-
-/// A JetStream API request from a client behind a leaf: the answer's
-/// payload, or why there was none.
-async fn api(client: &async_nats::Client, subject: String, body: &str) -> Result<String, String> {
-    let request = async_nats::Request::new()
-        .payload(body.to_owned().into())
-        .timeout(Some(Duration::from_secs(2)));
-    let msg = client
-        .send_request(subject, request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&msg.payload).into_owned();
-    if msg.status.is_some_and(|s| s != async_nats::StatusCode::OK) || text.contains("\"error\"") {
-        return Err(format!("{:?}: {text}", msg.status));
-    }
-    Ok(text)
 }
 
 /// The body of a consumer-create request for `name` on `stream` filtered on
@@ -309,14 +293,14 @@ async fn with_jwt_creds_a_device_s_readings_reach_kafka_and_it_can_neither_publi
     let create = |name: &str, filter: &str| {
         format!("{prefix}.CONSUMER.CREATE.{COMMAND_STREAM}.{name}.{filter}")
     };
-    api(
+    jetstream_api(
         &on_b,
         create(&cmd_b, &filter_b),
         &consumer(COMMAND_STREAM, &cmd_b, &filter_b),
     )
     .await
     .expect("B makes its own command consumer");
-    api(
+    jetstream_api(
         &on_a,
         create(&cmd_a, &filter_a),
         &consumer(COMMAND_STREAM, &cmd_a, &filter_a),
@@ -366,7 +350,7 @@ async fn with_jwt_creds_a_device_s_readings_reach_kafka_and_it_can_neither_publi
         ),
     ];
     for (what, subject, body) in refused {
-        let r = api(&on_a, subject, &body).await;
+        let r = jetstream_api(&on_a, subject, &body).await;
         assert!(r.is_err(), "{what}: {r:?}");
     }
     // B's consumer is still there and still B's.
