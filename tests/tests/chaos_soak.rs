@@ -35,7 +35,7 @@ fn an_at_least_once_soak_under_faults_loses_no_reading_outside_the_power_cut_win
 }
 
 #[test]
-#[ignore = "finding under investigation: seed 1796281668509 wrote 415 readings of one device twice (that device had the beyond-window cut and a SIGKILL while spilling), and seed 1796283215791 could not read the topic back from tansu after its SIGKILL; run with --ignored or make soak"]
+#[ignore = "not yet stable enough for CI: seed 1796281668509 now passes with 0 duplicated (its 415 came from resends after failed read backs, now retried), but one replay of seed 1796283215791 saw an agent take over 20 s to spill after its link was severed; run with --ignored or make soak"]
 fn an_exactly_once_soak_under_faults_loses_nothing_and_writes_every_reading_once() {
     soak(Mode::ExactlyOnce);
 }

@@ -3,7 +3,7 @@
 //! messages the hub already holds and skips them (see [`super::stored`]
 //! for why and for the read-back point).
 
-use super::publish::{Publisher, Stored};
+use super::publish::{Publisher, ReadBackError, Stored};
 use super::stored::{ReadBackPoint, StoredRanges};
 use super::{Event, Link, LinkError, State, Step};
 use crate::batcher::Message;
@@ -15,8 +15,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// A read back taking longer is given up (the link resends everything).
+/// A read back taking longer is given up (and tried again, up to
+/// [`READ_BACK_TRIES`] times in a row).
 pub(super) const READ_BACK_DEADLINE: Duration = Duration::from_secs(30);
+/// A read back that fails for want of an answer (the hub away or stopped,
+/// the link down again) is tried again after the link's backoff, this many
+/// times in a row, before the link gives up and resends everything: a resend
+/// beyond the hub's duplicate window would store the messages twice, and
+/// the buffer keeps them safe meanwhile. A refusal or an answer that does
+/// not parse is not tried again (the hub will answer the same).
+pub(super) const READ_BACK_TRIES: u32 = 5;
 /// The read-back point file is rewritten at most this often (an older
 /// point is still correct; see [`super::stored`]).
 const SAVE_EVERY: Duration = Duration::from_secs(30);
@@ -37,6 +45,8 @@ pub(super) struct ReadBack {
     saved: Option<ReadBackPoint>,
     saved_at: Option<Instant>,
     saving: Option<JoinHandle<()>>,
+    /// Read backs that failed in a row (reset by one that succeeds).
+    failures: u32,
 }
 
 impl ReadBack {
@@ -176,17 +186,40 @@ impl<P: Publisher> Link<P> {
                 );
                 self.readback.found = found;
                 self.readback.due = false;
+                self.readback.failures = 0;
             }
             failed => {
                 stats.read_back_failures.fetch_add(1, Ordering::Relaxed);
-                let why = match failed {
-                    Ok(Err(e)) => crate::error_chain(&e),
-                    _ => format!("no answer within {READ_BACK_DEADLINE:?}"),
+                self.readback.failures += 1;
+                let (why, again) = match failed {
+                    Ok(Err(e)) => {
+                        let again = matches!(
+                            e,
+                            ReadBackError::Timeout { .. } | ReadBackError::Request { .. }
+                        );
+                        (crate::error_chain(&e), again)
+                    }
+                    _ => (format!("no answer within {READ_BACK_DEADLINE:?}"), true),
                 };
+                if again && self.readback.failures < READ_BACK_TRIES {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(
+                        error = %why,
+                        attempt = self.readback.failures,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "cannot read back what the hub holds; will try again before resending"
+                    );
+                    return Ok(Step::To(State::Spilling {
+                        retry_at: Instant::now() + delay,
+                    }));
+                }
                 tracing::warn!(
                     error = %why,
+                    attempts = self.readback.failures,
                     "cannot read back what the hub holds; resending all (duplicates possible)"
                 );
+                self.readback.failures = 0;
+                self.readback.due = false;
             }
         }
         Ok(Step::To(State::CatchingUp))

@@ -3,7 +3,7 @@
 //! read backs, and a real buffer thread on a temp dir.
 
 use super::stored::{POINT_FILE, ReadBackPoint};
-use super::tests::{Mode, Scripted, message, msg_id, start_in};
+use super::tests::{Harness, Mode, Scripted, message, msg_id, start_in};
 use super::*;
 
 fn ids(seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
@@ -43,14 +43,15 @@ async fn a_message_stored_whose_ack_was_lost_is_read_back_and_not_sent_again() {
     assert!(h.stop().await.is_empty(), "nothing left to send");
 }
 
-#[tokio::test]
-async fn a_failed_read_back_resends_everything_and_loses_nothing() {
+/// Acks one message, then lets the hub store the next two without acking
+/// them while `unanswered` read backs get no answer, then acks again.
+async fn two_lost_acks_with_unanswered_read_backs(unanswered: u32) -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
     let h = start_in(tmp, Scripted::new(Mode::Ack), &[], false);
     h.wait_for("live", |h| h.state() == LinkState::Live).await;
     h.input.send(message(0)).await.expect("send");
     h.wait_for("the first ack", |h| h.acked() == 1).await;
-    h.publisher.refuse_read_back(true);
+    h.publisher.leave_read_backs_unanswered(unanswered);
     h.publisher.set(Mode::StoreSilent);
     for seq in 1..3 {
         h.input.send(message(seq)).await.expect("send");
@@ -58,8 +59,33 @@ async fn a_failed_read_back_resends_everything_and_loses_nothing() {
     h.wait_for("spilling", |h| h.state() == LinkState::Spilling)
         .await;
     h.publisher.set(Mode::Ack);
+    h
+}
+
+#[tokio::test]
+async fn a_read_back_without_an_answer_is_tried_again_before_anything_is_resent() {
+    let h = two_lost_acks_with_unanswered_read_backs(2).await;
+    h.wait_for("the two skipped", |h| {
+        h.stats.already_stored_messages.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    h.wait_for("live again", |h| h.state() == LinkState::Live)
+        .await;
+    assert_eq!(h.stats.read_back_failures.load(Ordering::Relaxed), 2);
+    assert_eq!(h.stats.read_backs.load(Ordering::Relaxed), 1);
+    assert_eq!(h.publisher.read_backs(), vec![2, 2, 2], "the same point");
+    assert_eq!(h.publisher.stored(), ids(0..3), "nothing stored twice");
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_read_back_that_never_gets_an_answer_resends_everything_and_loses_nothing() {
+    let h = two_lost_acks_with_unanswered_read_backs(u32::MAX).await;
     h.wait_for("the resends' acks", |h| h.acked() == 3).await;
-    assert_eq!(h.stats.read_back_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.stats.read_back_failures.load(Ordering::Relaxed),
+        u64::from(readback::READ_BACK_TRIES)
+    );
     assert_eq!(
         h.publisher.stored(),
         ids([0, 1, 2, 1, 2]),

@@ -31,8 +31,9 @@ pub(super) struct Scripted {
     stored: Arc<Mutex<Vec<String>>>,
     /// Read backs asked for (their start sequences).
     read_backs: Arc<Mutex<Vec<u64>>>,
-    /// Read backs fail (as without the permission to make them).
-    refuse_read_back: Arc<Mutex<bool>>,
+    /// This many of the next read backs get no answer (as with the hub
+    /// stopped, or without the permission to make them).
+    unanswered_read_backs: Arc<Mutex<u32>>,
     /// Read backs take this long.
     read_back_delay: Arc<Mutex<Duration>>,
 }
@@ -44,7 +45,7 @@ impl Scripted {
             published: Arc::default(),
             stored: Arc::default(),
             read_backs: Arc::default(),
-            refuse_read_back: Arc::default(),
+            unanswered_read_backs: Arc::default(),
             read_back_delay: Arc::default(),
         }
     }
@@ -63,8 +64,8 @@ impl Scripted {
     pub(super) fn read_backs(&self) -> Vec<u64> {
         self.read_backs.lock().expect("lock").clone()
     }
-    pub(super) fn refuse_read_back(&self, refuse: bool) {
-        *self.refuse_read_back.lock().expect("lock") = refuse;
+    pub(super) fn leave_read_backs_unanswered(&self, how_many: u32) {
+        *self.unanswered_read_backs.lock().expect("lock") = how_many;
     }
     pub(super) fn store(&self, msg_id: &str) -> u64 {
         let mut stored = self.stored.lock().expect("lock");
@@ -110,7 +111,12 @@ impl Publisher for Scripted {
     fn read_back(&self, stream: &str, from: u64) -> ReadBackFuture {
         assert_eq!(stream, "S", "the stream named in the acks");
         self.read_backs.lock().expect("lock").push(from);
-        let refused = *self.refuse_read_back.lock().expect("lock");
+        let refused = {
+            let mut left = self.unanswered_read_backs.lock().expect("lock");
+            let refused = *left > 0;
+            *left = left.saturating_sub(1);
+            refused
+        };
         let stored = self.stored();
         let delay = *self.read_back_delay.lock().expect("lock");
         Box::pin(async move {
