@@ -169,6 +169,23 @@ impl ShippedCluster {
             .collect()
     }
 
+    /// A client of the user whose credentials file is `creds` (the fleet's
+    /// central user, `uplink.creds`), connected to every node. Panics when the
+    /// file does not load or the user cannot connect: for tests.
+    pub async fn connect_with_creds(&self, creds: &Path) -> async_nats::Client {
+        let urls: Vec<async_nats::ServerAddr> = self
+            .client_urls()
+            .iter()
+            .map(|u| u.parse().expect("a client URL"))
+            .collect();
+        async_nats::ConnectOptions::with_credentials_file(creds)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", creds.display()))
+            .connect(urls)
+            .await
+            .unwrap_or_else(|e| panic!("the user of {} connects: {e}", creds.display()))
+    }
+
     /// `<scheme>://127.0.0.1:PORT` of every node's leafnode listener (`nats-leaf`, or `tls`
     /// for a listener with TLS).
     pub fn leaf_urls(&self, scheme: &str) -> Vec<String> {

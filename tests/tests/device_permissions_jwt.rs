@@ -102,21 +102,6 @@ fn leaf(hub: &ShippedCluster, creds: &Path, certs: &TestCerts) -> NatsServer {
     .unwrap_or_else(|e| panic!("{e}\n{}", hub.log_tails(20)))
 }
 
-/// A client of the central user (`uplink.creds`) on the cluster.
-async fn central(hub: &ShippedCluster, fleet: &Path) -> async_nats::Client {
-    async_nats::ConnectOptions::with_credentials_file(fleet.join("uplink.creds"))
-        .await
-        .expect("uplink.creds")
-        .connect(
-            hub.client_urls()
-                .iter()
-                .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .expect("the central user connects")
-}
-
 /// A valid agent envelope of `device` (what a forger would send).
 fn envelope(device: &str, seq: u64) -> Vec<u8> {
     Envelope {
@@ -187,7 +172,9 @@ async fn with_jwt_creds_a_device_s_readings_reach_kafka_and_it_can_neither_publi
         // The shipped file's store, moved onto loopback, holds 1 GB.
         .replacen("replicas = 3", "replicas = 3\nmax_bytes = \"100 MiB\"", 1);
     let mut uplink = start_uplink(&config)?;
-    let central = central(&hub, &fleet.fleet).await;
+    let central = hub
+        .connect_with_creds(&fleet.fleet.join("uplink.creds"))
+        .await;
     let js = async_nats::jetstream::new(central);
     let deadline = Instant::now() + Duration::from_secs(30);
     while js.get_stream(STREAM).await.is_err() {

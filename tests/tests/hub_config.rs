@@ -171,17 +171,7 @@ async fn the_shipped_operator_configuration_takes_a_device_s_reading_through_its
     let mut hub = start_operator_cluster(&bin, &dir, &certs)?;
 
     // The central user (uplink.creds) makes an R3 stream.
-    let central = async_nats::ConnectOptions::with_credentials_file(dir.join("uplink.creds"))
-        .await
-        .expect("uplink.creds")
-        .connect(
-            hub.client_urls()
-                .iter()
-                .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .expect("the central user connects");
+    let central = hub.connect_with_creds(&dir.join("uplink.creds")).await;
     let js = async_nats::jetstream::new(central);
     create_r3_stream(&js).await.expect("an R3 stream");
 
