@@ -103,6 +103,11 @@ pub struct NatsOptions {
     /// Hub: JetStream's `sync_interval` (e.g. `always`, needs nats-server >= 2.10); takes
     /// precedence over `TRIBUTARY_HUB_SYNC_INTERVAL`.
     pub sync_interval: Option<String>,
+    /// Hub: the `host:port` its leafnode listener advertises instead of its own. A leaf adds
+    /// the advertised address to its remote's URLs and reconnects there too, past a
+    /// [`TcpProxy`](crate::TcpProxy) put between them: tests that sever such a proxy
+    /// advertise an address where nothing listens.
+    pub leaf_advertise: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +284,28 @@ impl NatsServer {
             log: self.process.log_path().to_path_buf(),
             log_tail: self.process.log_tail(30),
         })
+    }
+
+    /// The ports this leaf's leafnode connections reach their hub on, from its `/leafz`: the
+    /// hub's leafnode port, or a [`TcpProxy`](crate::TcpProxy)'s when the link goes through one.
+    pub fn leaf_remote_ports(&self) -> Result<Vec<u16>> {
+        let body = self.monitor("/leafz")?;
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            HarnessError::io(
+                "parsing /leafz",
+                "/leafz",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        Ok(json["leafs"]
+            .as_array()
+            .map(|leafs| {
+                leafs
+                    .iter()
+                    .filter_map(|l| l["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// `nats://127.0.0.1:PORT` (`tls://…` when the client port requires TLS).
@@ -516,6 +543,9 @@ fn render_config(
                 quote(&dir.join("jetstream"))
             );
             let _ = writeln!(c, "leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"");
+            if let Some(address) = &options.leaf_advertise {
+                let _ = writeln!(c, "  advertise: {address:?}");
+            }
             if let Some(cr) = &options.leaf_credentials {
                 let _ = writeln!(
                     c,

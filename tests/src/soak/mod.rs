@@ -86,6 +86,19 @@ pub enum SoakError {
         /// How long.
         waited: Duration,
     },
+    /// A device's leaf linked to the hub past the proxy the soak cuts its link with.
+    #[error(
+        "{device}'s leaf is linked to the hub on port {port}, not through its proxy on {proxy}: \
+         severing the proxy would not cut it off (does the hub advertise its leafnode URL?)"
+    )]
+    Bypassed {
+        /// The device.
+        device: String,
+        /// The port its leafnode connection reaches.
+        port: u16,
+        /// Its proxy's port.
+        proxy: u16,
+    },
 }
 
 /// Result type of the soak.

@@ -144,6 +144,10 @@ impl Rig {
             ))),
             leaf_credentials: Some(Credentials::new("leaf", secret("leaf"))),
             sync_interval: (version >= (2, 10, 0)).then(|| "always".to_owned()),
+            // The leafs reach the hub only through their proxies (see `wait_leaf`): Debian's
+            // 2.9 has no `ignore_discovered_servers`, so the hub advertises a closed port.
+            // A reconnect may try it first and wait one `reconnect` interval (1 s) more.
+            leaf_advertise: Some(format!("127.0.0.1:{}", free_port())),
             binary: Some(binary),
             ..NatsOptions::default()
         })?;
@@ -302,8 +306,22 @@ impl Rig {
     }
 
     /// Waits until leaf `d` is linked to the hub again.
+    ///
+    /// [`SoakError::Bypassed`] when the link does not go through the device's proxy, where
+    /// severing it would not cut the device off.
     pub fn wait_leaf(&self, d: usize) -> Result<()> {
-        Ok(self.devices[d].leaf.wait_leaf_connected(BACK)?)
+        let device = &self.devices[d];
+        device.leaf.wait_leaf_connected(BACK)?;
+        let through = device.proxy.port();
+        let ports = device.leaf.leaf_remote_ports()?;
+        match ports.iter().find(|p| **p != through) {
+            Some(port) => Err(SoakError::Bypassed {
+                device: device.name.clone(),
+                port: *port,
+                proxy: through,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Waits until every leaf is linked to the hub.
