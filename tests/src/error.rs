@@ -145,6 +145,23 @@ pub enum HarnessError {
         /// How long the reader waited.
         waited: Duration,
     },
+    /// A read to the end of a topic ran out of time before every partition reported its end.
+    #[error(
+        "read {got} records from topic {topic} within {waited:?}, but only {at_end} of its \
+         {partitions} partitions reached their end"
+    )]
+    NotAtEnd {
+        /// The topic.
+        topic: String,
+        /// How many records arrived.
+        got: usize,
+        /// Partitions read to their end.
+        at_end: usize,
+        /// Partitions the topic has.
+        partitions: usize,
+        /// How long the reader waited.
+        waited: Duration,
+    },
     /// A record's payload is not a JSON reading.
     #[error("record {partition}/{offset} is not a JSON reading: {source}")]
     BadRecord {

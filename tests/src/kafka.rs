@@ -278,7 +278,14 @@ pub(crate) fn base_consumer(bootstrap: &str, eof: bool) -> Result<BaseConsumer> 
         .set("group.id", "tributary-tests-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("socket.timeout.ms", "5000")
+        // tansu 0.6.0 serves a fetch by querying each partition from the fetch offset to the
+        // high watermark (a running byte sum over every remaining row) and then each record's
+        // headers one query at a time, filling up to 5 MiB. On a soak's ~400k records that took
+        // over 6 s per fetch: every fetch timed out and was retried from offset 0, and nothing
+        // was ever read. 1 MiB fetches take about a second each there; the socket timeout
+        // leaves room for a slow one on a loaded machine.
+        .set("fetch.max.bytes", "1048576")
+        .set("socket.timeout.ms", "15000")
         .set("log_level", "3")
         .create()
         .map_err(|e| HarnessError::kafka("creating consumer", e))

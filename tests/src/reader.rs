@@ -107,7 +107,12 @@ impl KafkaReader {
         while records.len() < count {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(transient.too_few(topic, count, records.len(), timeout));
+                return Err(transient.at_deadline(HarnessError::TooFewRecords {
+                    topic: topic.to_owned(),
+                    want: count,
+                    got: records.len(),
+                    waited: timeout,
+                }));
             }
             poll_one(
                 &consumer,
@@ -138,8 +143,13 @@ impl KafkaReader {
         while at_end.len() < partitions.len() {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                // How many records the topic holds is unknown: "one more than read".
-                return Err(transient.too_few(topic, records.len() + 1, records.len(), timeout));
+                return Err(transient.at_deadline(HarnessError::NotAtEnd {
+                    topic: topic.to_owned(),
+                    got: records.len(),
+                    at_end: at_end.len(),
+                    partitions: partitions.len(),
+                    waited: timeout,
+                }));
             }
             if let Some(p) = poll_one(
                 &consumer,
@@ -249,25 +259,20 @@ impl Transient {
         self.last = Some(e);
     }
 
-    /// The error to return at the deadline: the last transient error if
-    /// there was one, since it is the likely reason; else `TooFewRecords`.
-    fn too_few(self, topic: &str, want: usize, got: usize, waited: Duration) -> HarnessError {
+    /// The error to return at the deadline: the last transient error if there was one,
+    /// since it is the likely reason, with `short` (what the read lacked) in its text;
+    /// else `short` itself.
+    fn at_deadline(self, short: HarnessError) -> HarnessError {
         match self.last {
             Some(HarnessError::Kafka { what, source }) => HarnessError::Kafka {
                 what: format!(
-                    "reading {topic} ({got} of {want} records within {waited:?}, \
-                     {} transient errors; the last while {what})",
+                    "reading ({short}; {} transient errors, the last while {what})",
                     self.count
                 ),
                 source,
             },
             Some(other) => other,
-            None => HarnessError::TooFewRecords {
-                topic: topic.to_owned(),
-                want,
-                got,
-                waited,
-            },
+            None => short,
         }
     }
 }

@@ -142,8 +142,9 @@ struct Seen {
 
 /// Reads the topic and accounts for every reading of every run of every agent.
 pub fn verify(rig: &Rig) -> Result<Report> {
+    // A 10-minute soak leaves ~400k records, which tansu serves at ~5k a second.
     let records =
-        KafkaReader::new(rig.kafka.bootstrap()).read_all(TOPIC, Duration::from_secs(120))?;
+        KafkaReader::new(rig.kafka.bootstrap()).read_all(TOPIC, Duration::from_secs(300))?;
     let mut report = Report {
         mode: Some(rig.mode),
         ..Report::default()
