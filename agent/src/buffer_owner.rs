@@ -165,6 +165,7 @@ enum Request {
     Spill(Vec<SpillRecord>, oneshot::Sender<SpillOutcome>),
     Read(usize, oneshot::Sender<Vec<DiskRecord>>),
     Ack(Vec<u64>),
+    Persist(oneshot::Sender<()>),
     Rewind,
     Close(oneshot::Sender<()>),
 }
@@ -183,6 +184,7 @@ impl std::fmt::Debug for Request {
             Request::Spill(..) => "Spill",
             Request::Read(..) => "Read",
             Request::Ack(..) => "Ack",
+            Request::Persist(..) => "Persist",
             Request::Rewind => "Rewind",
             Request::Close(..) => "Close",
         };
@@ -278,6 +280,15 @@ impl BufferHandle {
             .map_err(|_| BufferGone)
     }
 
+    /// Makes every acknowledgement sent so far durable (the ack cursor is
+    /// otherwise persisted only by the next spill's group commit; while the
+    /// link is up there may be none for a long time). Anything that relies
+    /// on acknowledged records staying gone after a crash, such as the
+    /// read-back point, waits for this first.
+    pub async fn persist(&self) -> Result<(), BufferGone> {
+        self.ask(Request::Persist).await
+    }
+
     /// Makes every handed-out, unacknowledged record readable again.
     pub async fn rewind(&self) -> Result<(), BufferGone> {
         self.tx.send(Request::Rewind).await.map_err(|_| BufferGone)
@@ -333,6 +344,10 @@ fn serve(
                     for id in ids {
                         buffer.ack(id)?;
                     }
+                }
+                Request::Persist(reply) => {
+                    buffer.flush()?;
+                    let _ = reply.send(());
                 }
                 Request::Rewind => buffer.rewind(),
                 Request::Close(reply) => {
@@ -505,6 +520,32 @@ mod tests {
         handle.close().await.expect("close");
         thread.finished().await.expect("clean end");
         assert_eq!(stats.buffer_records.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_made_durable_by_persist_stay_gone_after_a_crash_and_later_ones_do_not()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (handle, mut thread, _) = open(dir.path());
+        let texts = ["a", "b", "c", "d"];
+        handle
+            .spill(texts.iter().map(|t| record(t, false)).collect())
+            .await
+            .expect("spill");
+        assert_eq!(handle.read(10).await.expect("read").len(), 4);
+        handle.ack(vec![0, 1]).await.expect("ack");
+        handle.persist().await.expect("persist");
+        handle.ack(vec![2]).await.expect("ack");
+        // A crash: the handle goes without a close.
+        drop(handle);
+        thread.finished().await.expect("thread end");
+        let (handle, _thread, _) = open(dir.path());
+        let left = handle.read(10).await.expect("read");
+        assert_eq!(
+            left.iter().map(|r| &r.bytes[..]).collect::<Vec<_>>(),
+            vec![&b"c"[..], &b"d"[..]],
+            "a and b stay acknowledged; c's ack was never made durable"
+        );
     }
 
     #[tokio::test]

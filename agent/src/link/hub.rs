@@ -13,7 +13,7 @@
 //! hold a device to its own readings.
 
 use super::publish::{AckFuture, PublishError, Publisher, ReadBackError, ReadBackFuture, Stored};
-use super::stored::StoredRanges;
+use super::stored::StoredMessages;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Client, StatusCode};
 use bytes::Bytes;
@@ -109,11 +109,18 @@ impl Publisher for HubPublisher {
 }
 
 impl ReadBackTarget {
-    async fn run(&self, stream: &str, from: u64) -> Result<StoredRanges, ReadBackError> {
+    async fn run(&self, stream: &str, from: u64) -> Result<StoredMessages, ReadBackError> {
         // A consumer an earlier, interrupted read back left has another
         // start: remove it first (not there: refused, which is fine).
+        // No answer to this first request: the hub is away (not a failure
+        // of the read back itself; see `ReadBackError::Unreachable`).
         match self.delete(stream).await {
             Ok(()) | Err(ReadBackError::Refused { .. }) => {}
+            Err(e @ (ReadBackError::Timeout { .. } | ReadBackError::Request { .. })) => {
+                return Err(ReadBackError::Unreachable {
+                    source: Box::new(e),
+                });
+            }
             Err(e) => return Err(e),
         }
         let pending = self.create(stream, from).await?;
@@ -161,9 +168,9 @@ impl ReadBackTarget {
     }
 
     /// Pulls until `pending` messages came or the hub has no more.
-    async fn pull(&self, stream: &str, pending: u64) -> Result<StoredRanges, ReadBackError> {
+    async fn pull(&self, stream: &str, pending: u64) -> Result<StoredMessages, ReadBackError> {
         let what = "a pull of the read back";
-        let mut found = StoredRanges::default();
+        let mut found = StoredMessages::default();
         if pending == 0 {
             return Ok(found);
         }

@@ -249,7 +249,8 @@ impl<P: Publisher> Link<P> {
         mut input: mpsc::Receiver<Message>,
         shutdown: CancellationToken,
     ) -> Result<(), LinkError> {
-        self.readback = ReadBack::open(self.settings.readback_dir.clone()).await;
+        self.readback =
+            ReadBack::open(self.settings.readback_dir.clone(), self.buffer.clone()).await;
         let mut state = self.after_backoff();
         loop {
             let public = match state {

@@ -2,7 +2,7 @@
 //! through the leaf in the agent, [`super::hub::HubPublisher`]; a scripted
 //! one in the state tests) and the backoff between attempts.
 
-use super::stored::StoredRanges;
+use super::stored::StoredMessages;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::future::Future;
@@ -37,8 +37,9 @@ pub struct Stored {
 /// A pending acknowledgement.
 pub type AckFuture = Pin<Box<dyn Future<Output = Result<Stored, PublishError>> + Send>>;
 
-/// Why reading back what the hub holds failed. The link then resends
-/// without skipping anything (duplicates possible, nothing lost).
+/// Why reading back what the hub holds failed. The link waits out
+/// [`ReadBackError::Unreachable`]; after the others (a few times in a row)
+/// it resends without skipping anything (duplicates possible, nothing lost).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadBackError {
     /// A request to the hub's JetStream API got no answer in time (the
@@ -69,6 +70,17 @@ pub enum ReadBackError {
         /// JetStream's description.
         description: String,
     },
+    /// The first request of a read back got no answer: the hub (or the
+    /// link to it) is away, or this device may not make it (see
+    /// `cross/hub/device-user.conf`). Tried again for as long as it lasts:
+    /// a resend now could not be stored either, and one after the hub's
+    /// duplicate window would be stored twice.
+    #[error("the hub's JetStream API does not answer")]
+    Unreachable {
+        /// The first request's failure.
+        #[source]
+        source: Box<ReadBackError>,
+    },
     /// The hub's answer is not what JetStream answers.
     #[error("the hub's answer to {what} does not parse")]
     Answer {
@@ -82,7 +94,7 @@ pub enum ReadBackError {
 
 /// The future of a read back; it owns what it needs (the link keeps
 /// serving its other events while it runs).
-pub type ReadBackFuture = BoxFuture<'static, Result<StoredRanges, ReadBackError>>;
+pub type ReadBackFuture = BoxFuture<'static, Result<StoredMessages, ReadBackError>>;
 
 /// Publishes one message and hands back its acknowledgement.
 pub trait Publisher: Send + 'static {

@@ -4,9 +4,10 @@
 //! for why and for the read-back point).
 
 use super::publish::{Publisher, ReadBackError, Stored};
-use super::stored::{ReadBackPoint, StoredRanges};
+use super::stored::{ReadBackPoint, StoredMessages};
 use super::{Event, Link, LinkError, State, Step};
 use crate::batcher::Message;
+use crate::buffer_owner::BufferHandle;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,12 +19,18 @@ use tokio_util::sync::CancellationToken;
 /// A read back taking longer is given up (and tried again, up to
 /// [`READ_BACK_TRIES`] times in a row).
 pub(super) const READ_BACK_DEADLINE: Duration = Duration::from_secs(30);
-/// A read back that fails for want of an answer (the hub away or stopped,
-/// the link down again) is tried again after the link's backoff, this many
-/// times in a row, before the link gives up and resends everything: a resend
-/// beyond the hub's duplicate window would store the messages twice, and
-/// the buffer keeps them safe meanwhile. A refusal or an answer that does
+/// A read back the hub stops answering part way (or refuses, or answers
+/// with what does not parse) is tried again after the link's backoff, this
+/// many times in a row, before the link gives up and resends everything: a
+/// resend beyond the hub's duplicate window would store the messages twice,
+/// and the buffer keeps them safe meanwhile. A refusal or an answer that does
 /// not parse is not tried again (the hub will answer the same).
+///
+/// A read back whose first request gets no answer at all
+/// ([`ReadBackError::Unreachable`]: the hub or the link to it is away) does
+/// not count: it is tried again after the backoff for as long as the outage
+/// lasts, since a resend could not be stored either, and giving up after a
+/// few tries made every outage longer than those tries a duplicate.
 pub(super) const READ_BACK_TRIES: u32 = 5;
 /// The read-back point file is rewritten at most this often (an older
 /// point is still correct; see [`super::stored`]).
@@ -39,20 +46,29 @@ pub(super) struct ReadBack {
     /// A read back is due before the next resend.
     due: bool,
     /// What the last read back found; forgotten at the next clean moment.
-    pub found: StoredRanges,
+    pub found: StoredMessages,
     /// Where the point is saved; `None`: nowhere.
     dir: Option<PathBuf>,
     saved: Option<ReadBackPoint>,
     saved_at: Option<Instant>,
     saving: Option<JoinHandle<()>>,
+    /// Whose ack cursor is made durable before a point is saved: a record
+    /// acknowledged at the point's clean moment must not come back from
+    /// the buffer after a crash, since the next run's read back starts
+    /// after it (it was, and 10-minute soaks resent such records into the
+    /// stream a second time). `None` only before [`ReadBack::open`].
+    buffer: Option<BufferHandle>,
     /// Read backs that failed in a row (reset by one that succeeds).
     failures: u32,
+    /// Read backs in a row whose first request got no answer (not counted
+    /// in `failures`; reset by one that succeeds).
+    unreachable: u32,
 }
 
 impl ReadBack {
     /// Loads the point the last run saved in `dir` (blocking work off the
     /// runtime thread); a read back is due at start when there is one.
-    pub async fn open(dir: Option<PathBuf>) -> ReadBack {
+    pub async fn open(dir: Option<PathBuf>, buffer: BufferHandle) -> ReadBack {
         let loaded = match dir.clone() {
             Some(d) => tokio::task::spawn_blocking(move || ReadBackPoint::load(&d))
                 .await
@@ -71,6 +87,7 @@ impl ReadBack {
             saved: point.clone(),
             point,
             dir,
+            buffer: Some(buffer),
             ..ReadBack::default()
         }
     }
@@ -106,26 +123,31 @@ impl ReadBack {
         }
         self.point = self.high.clone();
         if !self.found.is_empty() {
-            self.found = StoredRanges::default();
+            self.found = StoredMessages::default();
         }
         let quiet = self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
         let idle = self.saving.as_ref().is_none_or(|h| h.is_finished());
         if quiet && idle {
-            self.saving = self.save();
+            self.saving = self.save(self.buffer.clone());
         }
     }
 
-    /// Saves the point now and waits for it (at shutdown).
+    /// Saves the point now and waits for it (at shutdown, after the
+    /// buffer's close made its cursor durable).
     pub async fn finish(&mut self) {
         if let Some(h) = self.saving.take() {
             let _ = h.await;
         }
-        if let Some(h) = self.save() {
+        self.saved = None;
+        if let Some(h) = self.save(None) {
             let _ = h.await;
         }
     }
 
-    fn save(&mut self) -> Option<JoinHandle<()>> {
+    /// Writes the point in the background, after `persist_first` (when
+    /// given) made every acknowledgement so far durable; skipped, keeping
+    /// the older file, when that fails.
+    fn save(&mut self, persist_first: Option<BufferHandle>) -> Option<JoinHandle<()>> {
         let dir = self.dir.clone()?;
         let point = self.point.clone()?;
         if self.saved.as_ref() == Some(&point) {
@@ -133,8 +155,14 @@ impl ReadBack {
         }
         self.saved = Some(point.clone());
         self.saved_at = Some(Instant::now());
-        Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = point.save(&dir) {
+        Some(tokio::spawn(async move {
+            if let Some(buffer) = persist_first
+                && buffer.persist().await.is_err()
+            {
+                return;
+            }
+            let saved = tokio::task::spawn_blocking(move || point.save(&dir)).await;
+            if let Ok(Err(e)) = saved {
                 tracing::warn!(error = %crate::error_chain(&e), "cannot save the read-back point");
             }
         }))
@@ -187,6 +215,33 @@ impl<P: Publisher> Link<P> {
                 self.readback.found = found;
                 self.readback.due = false;
                 self.readback.failures = 0;
+                self.readback.unreachable = 0;
+            }
+            Ok(Err(e @ ReadBackError::Unreachable { .. })) => {
+                stats.read_back_failures.fetch_add(1, Ordering::Relaxed);
+                self.readback.unreachable += 1;
+                let delay = self.backoff.next_delay();
+                // Once per outage at warn (it may last hours), then at debug.
+                let why = crate::error_chain(&e);
+                let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                if self.readback.unreachable == 1 {
+                    tracing::warn!(
+                        error = %why,
+                        retry_in_ms,
+                        "cannot read back what the hub holds; will try again until it answers, \
+                         resending nothing meanwhile"
+                    );
+                } else {
+                    tracing::debug!(
+                        error = %why,
+                        attempt = self.readback.unreachable,
+                        retry_in_ms,
+                        "the hub still does not answer the read back"
+                    );
+                }
+                return Ok(Step::To(State::Spilling {
+                    retry_at: Instant::now() + delay,
+                }));
             }
             failed => {
                 stats.read_back_failures.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +274,7 @@ impl<P: Publisher> Link<P> {
                     "cannot read back what the hub holds; resending all (duplicates possible)"
                 );
                 self.readback.failures = 0;
+                self.readback.unreachable = 0;
                 self.readback.due = false;
             }
         }

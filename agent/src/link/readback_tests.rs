@@ -11,14 +11,16 @@ fn ids(seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
 }
 
 /// Acks one message, then lets the hub store the next two without acking
-/// them while `unanswered` read backs get no answer, then acks again.
-async fn two_lost_acks_with_unanswered_read_backs(unanswered: u32) -> Harness {
+/// them while `unanswered` read backs lose the hub part way and, before
+/// those, `unreachable` get no answer at all; then acks again.
+async fn two_lost_acks_with_read_backs_failing(unanswered: u32, unreachable: u32) -> Harness {
     let tmp = tempfile::tempdir().expect("tempdir");
     let h = start_in(tmp, Scripted::new(Mode::Ack), &[], false);
     h.wait_for("live", |h| h.state() == LinkState::Live).await;
     h.input.send(message(0)).await.expect("send");
     h.wait_for("the first ack", |h| h.acked() == 1).await;
     h.publisher.leave_read_backs_unanswered(unanswered);
+    h.publisher.leave_read_backs_unreachable(unreachable);
     h.publisher.set(Mode::StoreSilent);
     for seq in 1..3 {
         h.input.send(message(seq)).await.expect("send");
@@ -32,7 +34,7 @@ async fn two_lost_acks_with_unanswered_read_backs(unanswered: u32) -> Harness {
 #[tokio::test]
 async fn a_message_stored_whose_ack_was_lost_is_read_back_and_not_sent_again() {
     // The hub stores the two after the first, but their acks are lost.
-    let h = two_lost_acks_with_unanswered_read_backs(0).await;
+    let h = two_lost_acks_with_read_backs_failing(0, 0).await;
     h.wait_for("the two skipped", |h| {
         h.stats.already_stored_messages.load(Ordering::Relaxed) == 2
     })
@@ -53,7 +55,7 @@ async fn a_message_stored_whose_ack_was_lost_is_read_back_and_not_sent_again() {
 
 #[tokio::test]
 async fn a_read_back_without_an_answer_is_tried_again_before_anything_is_resent() {
-    let h = two_lost_acks_with_unanswered_read_backs(2).await;
+    let h = two_lost_acks_with_read_backs_failing(2, 0).await;
     h.wait_for("the two skipped", |h| {
         h.stats.already_stored_messages.load(Ordering::Relaxed) == 2
     })
@@ -68,8 +70,34 @@ async fn a_read_back_without_an_answer_is_tried_again_before_anything_is_resent(
 }
 
 #[tokio::test]
+async fn a_hub_that_answers_no_read_back_for_many_backoffs_gets_nothing_resent() {
+    // Three times the tries that make a read back lost part way give up:
+    // an outage, however long, is waited out, not resent into.
+    let away = 3 * readback::READ_BACK_TRIES;
+    let h = two_lost_acks_with_read_backs_failing(0, away).await;
+    h.wait_for("the two skipped", |h| {
+        h.stats.already_stored_messages.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    h.wait_for("live again", |h| h.state() == LinkState::Live)
+        .await;
+    assert_eq!(
+        h.stats.read_back_failures.load(Ordering::Relaxed),
+        u64::from(away)
+    );
+    assert_eq!(h.stats.read_backs.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        h.publisher.read_backs().len(),
+        usize::try_from(away).unwrap() + 1,
+        "tried until the hub answered"
+    );
+    assert_eq!(h.publisher.stored(), ids(0..3), "nothing stored twice");
+    assert!(h.stop().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_read_back_that_never_gets_an_answer_resends_everything_and_loses_nothing() {
-    let h = two_lost_acks_with_unanswered_read_backs(u32::MAX).await;
+    let h = two_lost_acks_with_read_backs_failing(u32::MAX, 0).await;
     h.wait_for("the resends' acks", |h| h.acked() == 3).await;
     assert_eq!(
         h.stats.read_back_failures.load(Ordering::Relaxed),

@@ -1,5 +1,5 @@
 //! What the hub already holds of this device's messages, and from where to
-//! look for it: the [`StoredRanges`] a read back found, and the
+//! look for it: the [`StoredMessages`] a read back found, and the
 //! [`ReadBackPoint`] kept in the state directory across restarts.
 //!
 //! # Why
@@ -29,11 +29,16 @@
 //!
 //! What it costs: one consumer creation and a headers-only read of the
 //! device's own messages since the point, after each failure and at start.
-//! What it does not cover: an agent whose read back fails (no permission,
-//! the hub away in the middle of it) resends everything, as before; and a
+//! What it does not cover: an agent whose read back the hub stops
+//! answering part way, or refuses, resends everything (one that gets no
+//! answer at all waits for the hub instead: see [`super::readback`]); and a
 //! message still travelling when the read back runs (not yet stored, stored
 //! right after) is not known to it — the duplicate window covers that
 //! case, since such a resend follows within seconds.
+//!
+//! A message is held when the read back found its exact id: the seqs of one
+//! cut are shared by all sensors, so an id's `first+count` is not a range of
+//! that message's seqs (see [`StoredMessages`]).
 //!
 //! # The read-back point
 //!
@@ -41,7 +46,11 @@
 //! hold unacknowledged. The link takes it at a *clean moment* — nothing in
 //! flight, nothing waiting, nothing unread on disk — as the highest stream
 //! sequence acknowledged so far: every message published later is stored
-//! after it. An older point is still correct (the read back just covers
+//! after it. The file is written only after the buffer made the
+//! acknowledgements up to that moment durable
+//! ([`crate::buffer_owner::BufferHandle::persist`]): the ack cursor is
+//! otherwise written by the next spill, and a record acknowledged before the
+//! point but back from the buffer after a crash would be resent past it. An older point is still correct (the read back just covers
 //! more), so the file is written seldom and a stale copy after a power cut
 //! only makes the next read back longer.
 //!
@@ -57,7 +66,7 @@
 //! warning: without a point the agent resends as before, which can only
 //! duplicate, never lose.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The first line of a read-back point file, before its version.
@@ -67,15 +76,18 @@ pub const POINT_VERSION: u32 = 1;
 /// The file's name in the buffer directory.
 pub const POINT_FILE: &str = "readback-point";
 
-/// Message seq ranges of this device the hub holds, per buffer epoch.
-/// A message counts as held when its whole range `[first, first + count)`
-/// is; a resend carries the same range (messages are cut once).
+/// The messages of this device the hub holds, by their id's
+/// `(epoch, first seq, count)`; a resend carries the same id (messages are
+/// cut once).
+///
+/// Exact ids, not seq ranges: a message's readings are one sensor's, and
+/// the seqs of a cut are shared by every sensor, so a message `100+2` may
+/// hold seqs 100 and 104 while 101 is another sensor's message. Treating
+/// `100+2` as the range 100..102 took that other message for held, and it
+/// was never sent (one reading lost in a 10-minute soak).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StoredRanges {
-    /// epoch → (range start → range end, exclusive), non-overlapping and
-    /// merged when adjacent.
-    epochs: HashMap<u64, BTreeMap<u64, u64>>,
-    messages: u64,
+pub struct StoredMessages {
+    ids: HashSet<(u64, u64, u64)>,
 }
 
 /// The `(epoch, first seq, count)` of a message id
@@ -90,64 +102,29 @@ pub fn parse_msg_id(id: &str) -> Option<(u64, u64, u64)> {
     Some((epoch.parse().ok()?, first, count))
 }
 
-impl StoredRanges {
+impl StoredMessages {
     /// Records that the hub holds the message `msg_id`; false if the id is
     /// not a readings message id.
     pub fn insert_msg_id(&mut self, msg_id: &str) -> bool {
-        match parse_msg_id(msg_id) {
-            Some((epoch, first, count)) => {
-                self.insert(epoch, first, first.saturating_add(count));
-                true
-            }
-            None => false,
-        }
+        parse_msg_id(msg_id).is_some_and(|id| {
+            self.ids.insert(id);
+            true
+        })
     }
 
-    /// Records `[start, end)` of `epoch` as held.
-    pub fn insert(&mut self, epoch: u64, mut start: u64, mut end: u64) {
-        if start >= end {
-            return;
-        }
-        self.messages += 1;
-        let ranges = self.epochs.entry(epoch).or_default();
-        // Merge with a range that ends at or after `start` and begins at
-        // or before `end` (overlapping or adjacent), repeatedly.
-        while let Some((&s, &e)) = ranges.range(..=end).next_back() {
-            if e < start {
-                break;
-            }
-            ranges.remove(&s);
-            start = start.min(s);
-            end = end.max(e);
-        }
-        ranges.insert(start, end);
-    }
-
-    /// Whether the message `msg_id` is held.
+    /// Whether the hub holds the message `msg_id` (as the read back found).
     pub fn contains_msg_id(&self, msg_id: &str) -> bool {
-        parse_msg_id(msg_id).is_some_and(|(epoch, first, count)| {
-            self.contains(epoch, first, first.saturating_add(count))
-        })
-    }
-
-    /// Whether all of `[start, end)` of `epoch` is held.
-    pub fn contains(&self, epoch: u64, start: u64, end: u64) -> bool {
-        self.epochs.get(&epoch).is_some_and(|ranges| {
-            ranges
-                .range(..=start)
-                .next_back()
-                .is_some_and(|(_, &e)| e >= end)
-        })
+        parse_msg_id(msg_id).is_some_and(|id| self.ids.contains(&id))
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.epochs.is_empty()
+        self.ids.is_empty()
     }
 
-    /// Messages inserted (as found by the read back).
+    /// Distinct messages held (as found by the read back).
     pub fn messages(&self) -> u64 {
-        self.messages
+        self.ids.len() as u64
     }
 }
 
@@ -282,37 +259,42 @@ mod tests {
     }
 
     #[test]
-    fn adjacent_messages_merge_into_one_range_and_a_gap_stays_a_gap() {
-        let mut r = StoredRanges::default();
-        for first in [1, 4, 7] {
-            r.insert(1, first, first + 3);
-        }
-        r.insert(1, 20, 25);
-        assert!(r.contains(1, 1, 10));
-        assert!(!r.contains(1, 9, 11));
-        assert!(r.contains(1, 20, 25));
-        assert!(!r.contains(1, 19, 21));
-        assert!(!r.contains(2, 1, 2), "another epoch holds nothing");
-        assert!(r.contains_msg_id("d:1:4+3"));
-        assert!(!r.contains_msg_id("d:1:9+2"));
-        assert_eq!(r.messages(), 4);
+    fn a_message_whose_id_spans_another_sensors_seq_does_not_make_that_one_held() {
+        // One cut: seqs 100..106 over two sensors, a at 100, 102, 104 and b
+        // at 101, 103, 105. The hub holds a's message only.
+        let mut held = StoredMessages::default();
+        assert!(held.insert_msg_id("d:1:100+3"));
+        assert!(held.contains_msg_id("d:1:100+3"));
+        assert!(
+            !held.contains_msg_id("d:1:101+3"),
+            "b's message is not held"
+        );
+        assert!(!held.contains_msg_id("d:1:101+1"));
+        assert!(!held.contains_msg_id("d:1:100+2"), "another count");
+        assert!(!held.contains_msg_id("d:2:100+3"), "another epoch");
+        assert!(!held.insert_msg_id("outcome:d:c-1"));
+        assert!(held.insert_msg_id("d:1:100+3"), "a resend's copy");
+        assert_eq!(held.messages(), 1);
     }
 
     proptest! {
         #[test]
-        fn ranges_hold_exactly_what_was_inserted(
-            inserts in proptest::collection::vec((0u64..3, 0u64..200, 1u64..6), 0..60),
+        fn a_message_is_held_exactly_when_its_id_was_found(
+            found in proptest::collection::vec((0u64..3, 0u64..200, 1u64..6), 0..60),
             probes in proptest::collection::vec((0u64..3, 0u64..210, 1u64..8), 0..60),
         ) {
-            let mut r = StoredRanges::default();
+            let mut held = StoredMessages::default();
             let mut model = BTreeSet::new();
-            for &(epoch, first, count) in &inserts {
-                r.insert(epoch, first, first + count);
-                model.extend((first..first + count).map(|s| (epoch, s)));
+            for &(epoch, first, count) in &found {
+                held.insert_msg_id(&format!("dev:{epoch}:{first}+{count}"));
+                model.insert((epoch, first, count));
             }
-            for (epoch, first, count) in probes {
-                let want = (first..first + count).all(|s| model.contains(&(epoch, s)));
-                prop_assert_eq!(r.contains(epoch, first, first + count), want);
+            prop_assert_eq!(held.messages(), model.len() as u64);
+            for (epoch, first, count) in probes.into_iter().chain(found) {
+                prop_assert_eq!(
+                    held.contains_msg_id(&format!("dev:{epoch}:{first}+{count}")),
+                    model.contains(&(epoch, first, count))
+                );
             }
         }
     }
@@ -328,7 +310,7 @@ mod tests {
             let p = ReadBackPoint { stream, seq };
             prop_assert_eq!(ReadBackPoint::decode(&p.encode()), Ok(p));
             let _ = ReadBackPoint::decode(&text);
-            let mut r = StoredRanges::default();
+            let mut r = StoredMessages::default();
             if r.insert_msg_id(&id) {
                 prop_assert!(r.contains_msg_id(&id));
             }

@@ -34,6 +34,7 @@ pub(super) struct Scripted {
     /// This many of the next read backs get no answer (as with the hub
     /// stopped, or without the permission to make them).
     unanswered_read_backs: Arc<Mutex<u32>>,
+    unreachable_read_backs: Arc<Mutex<u32>>,
     /// Read backs take this long.
     read_back_delay: Arc<Mutex<Duration>>,
 }
@@ -46,6 +47,7 @@ impl Scripted {
             stored: Arc::default(),
             read_backs: Arc::default(),
             unanswered_read_backs: Arc::default(),
+            unreachable_read_backs: Arc::default(),
             read_back_delay: Arc::default(),
         }
     }
@@ -64,8 +66,13 @@ impl Scripted {
     pub(super) fn read_backs(&self) -> Vec<u64> {
         self.read_backs.lock().expect("lock").clone()
     }
+    /// The next `how_many` read backs lose the hub part way.
     pub(super) fn leave_read_backs_unanswered(&self, how_many: u32) {
         *self.unanswered_read_backs.lock().expect("lock") = how_many;
+    }
+    /// The next `how_many` read backs get no answer at all (the hub away).
+    pub(super) fn leave_read_backs_unreachable(&self, how_many: u32) {
+        *self.unreachable_read_backs.lock().expect("lock") = how_many;
     }
     pub(super) fn store(&self, msg_id: &str) -> u64 {
         let mut stored = self.stored.lock().expect("lock");
@@ -111,22 +118,31 @@ impl Publisher for Scripted {
     fn read_back(&self, stream: &str, from: u64) -> ReadBackFuture {
         assert_eq!(stream, "S", "the stream named in the acks");
         self.read_backs.lock().expect("lock").push(from);
-        let refused = {
-            let mut left = self.unanswered_read_backs.lock().expect("lock");
-            let refused = *left > 0;
+        let take = |counter: &Mutex<u32>| {
+            let mut left = counter.lock().expect("lock");
+            let take = *left > 0;
             *left = left.saturating_sub(1);
-            refused
+            take
         };
+        let unreachable = take(&self.unreachable_read_backs);
+        let refused = !unreachable && take(&self.unanswered_read_backs);
         let stored = self.stored();
         let delay = *self.read_back_delay.lock().expect("lock");
         Box::pin(async move {
             tokio::time::sleep(delay).await;
+            if unreachable {
+                return Err(ReadBackError::Unreachable {
+                    source: Box::new(ReadBackError::Timeout {
+                        what: "the removal of the read-back consumer",
+                    }),
+                });
+            }
             if refused {
                 return Err(ReadBackError::Timeout {
                     what: "the read-back consumer",
                 });
             }
-            let mut found = super::stored::StoredRanges::default();
+            let mut found = super::stored::StoredMessages::default();
             let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
             for id in stored.iter().skip(skip) {
                 found.insert_msg_id(id);
