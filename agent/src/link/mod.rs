@@ -249,8 +249,7 @@ impl<P: Publisher> Link<P> {
         mut input: mpsc::Receiver<Message>,
         shutdown: CancellationToken,
     ) -> Result<(), LinkError> {
-        self.readback =
-            ReadBack::open(self.settings.readback_dir.clone(), self.buffer.clone()).await;
+        self.readback = ReadBack::open(self.settings.readback_dir.clone()).await;
         let mut state = self.after_backoff();
         loop {
             let public = match state {
@@ -299,7 +298,7 @@ impl<P: Publisher> Link<P> {
                 return Ok(step);
             }
             if self.window.is_empty() && self.memory.len() == 0 {
-                self.readback.clean();
+                self.readback.clean(&self.buffer);
             }
         }
     }

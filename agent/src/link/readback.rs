@@ -52,12 +52,6 @@ pub(super) struct ReadBack {
     saved: Option<ReadBackPoint>,
     saved_at: Option<Instant>,
     saving: Option<JoinHandle<()>>,
-    /// Whose ack cursor is made durable before a point is saved: a record
-    /// acknowledged at the point's clean moment must not come back from
-    /// the buffer after a crash, since the next run's read back starts
-    /// after it (it was, and 10-minute soaks resent such records into the
-    /// stream a second time). `None` only before [`ReadBack::open`].
-    buffer: Option<BufferHandle>,
     /// Read backs that failed in a row (reset by one that succeeds).
     failures: u32,
     /// Read backs in a row whose first request got no answer (not counted
@@ -68,7 +62,7 @@ pub(super) struct ReadBack {
 impl ReadBack {
     /// Loads the point the last run saved in `dir` (blocking work off the
     /// runtime thread); a read back is due at start when there is one.
-    pub async fn open(dir: Option<PathBuf>, buffer: BufferHandle) -> ReadBack {
+    pub async fn open(dir: Option<PathBuf>) -> ReadBack {
         let loaded = match dir.clone() {
             Some(d) => tokio::task::spawn_blocking(move || ReadBackPoint::load(&d))
                 .await
@@ -87,7 +81,6 @@ impl ReadBack {
             saved: point.clone(),
             point,
             dir,
-            buffer: Some(buffer),
             ..ReadBack::default()
         }
     }
@@ -116,8 +109,13 @@ impl ReadBack {
     }
 
     /// Nothing is in flight, waiting or unread: every later message is
-    /// stored after the highest sequence acknowledged so far.
-    pub fn clean(&mut self) {
+    /// stored after the highest sequence acknowledged so far. A point saved
+    /// now waits for `buffer` to make its acknowledgements durable first: a
+    /// record acknowledged before the point must not come back from the
+    /// buffer after a crash, since the next run's read back starts after it
+    /// (it did, and 10-minute soaks resent such records into the stream a
+    /// second time).
+    pub fn clean(&mut self, buffer: &BufferHandle) {
         if self.high.is_none() || self.high == self.point {
             return;
         }
@@ -128,7 +126,7 @@ impl ReadBack {
         let quiet = self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
         let idle = self.saving.as_ref().is_none_or(|h| h.is_finished());
         if quiet && idle {
-            self.saving = self.save(self.buffer.clone());
+            self.saving = self.save(Some(buffer.clone()));
         }
     }
 
@@ -138,6 +136,8 @@ impl ReadBack {
         if let Some(h) = self.saving.take() {
             let _ = h.await;
         }
+        // The save just awaited may have been skipped (its persist came
+        // after the buffer's close): write the point whatever `saved` says.
         self.saved = None;
         if let Some(h) = self.save(None) {
             let _ = h.await;

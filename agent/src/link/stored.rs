@@ -50,9 +50,10 @@
 //! acknowledgements up to that moment durable
 //! ([`crate::buffer_owner::BufferHandle::persist`]): the ack cursor is
 //! otherwise written by the next spill, and a record acknowledged before the
-//! point but back from the buffer after a crash would be resent past it. An older point is still correct (the read back just covers
-//! more), so the file is written seldom and a stale copy after a power cut
-//! only makes the next read back longer.
+//! point but back from the buffer after a crash would be resent past it.
+//! An older point is still correct (the read back just covers more), so the
+//! file is written seldom and a stale copy after a power cut only makes the
+//! next read back longer.
 //!
 //! File `<buffer dir>/readback-point`, text, replaced durably:
 //!

@@ -31,9 +31,11 @@ pub(super) struct Scripted {
     stored: Arc<Mutex<Vec<String>>>,
     /// Read backs asked for (their start sequences).
     read_backs: Arc<Mutex<Vec<u64>>>,
-    /// This many of the next read backs get no answer (as with the hub
-    /// stopped, or without the permission to make them).
+    /// This many of the next read backs lose the hub part way (a timeout
+    /// after the first request was answered).
     unanswered_read_backs: Arc<Mutex<u32>>,
+    /// This many of the next read backs get no answer to their first
+    /// request (as with the hub away); taken before `unanswered_read_backs`.
     unreachable_read_backs: Arc<Mutex<u32>>,
     /// Read backs take this long.
     read_back_delay: Arc<Mutex<Duration>>,
