@@ -63,6 +63,7 @@
 
 mod hub;
 mod memory;
+pub mod point_file;
 mod publish;
 mod readback;
 #[cfg(test)]

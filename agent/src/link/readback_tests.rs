@@ -2,7 +2,8 @@
 //! every publish (no duplicate window, as after a long outage) and answers
 //! read backs, and a real buffer thread on a temp dir.
 
-use super::stored::{POINT_FILE, ReadBackPoint};
+use super::point_file::POINT_FILE;
+use super::stored::ReadBackPoint;
 use super::tests::{Harness, Mode, Scripted, message, msg_id, start_in};
 use super::*;
 

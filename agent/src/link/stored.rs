@@ -55,27 +55,10 @@
 //! file is written seldom and a stale copy after a power cut only makes the
 //! next read back longer.
 //!
-//! File `<buffer dir>/readback-point`, text, replaced durably:
-//!
-//! ```text
-//! tributary readback point 1
-//! stream TRIBUTARY
-//! seq 1234
-//! ```
-//!
-//! A file that does not parse (or of a later version) is ignored with a
-//! warning: without a point the agent resends as before, which can only
-//! duplicate, never lose.
+//! On disk it is [`super::point_file`]: two slots overwritten in place
+//! (version 2), or the text file of version 1 that older agents wrote.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-/// The first line of a read-back point file, before its version.
-const MAGIC: &str = "tributary readback point";
-/// The version this build writes.
-pub const POINT_VERSION: u32 = 1;
-/// The file's name in the buffer directory.
-pub const POINT_FILE: &str = "readback-point";
 
 /// The messages of this device the hub holds, by their id's
 /// `(epoch, first seq, count)`; a resend carries the same id (messages are
@@ -137,104 +120,6 @@ pub struct ReadBackPoint {
     pub stream: String,
     /// The highest stream sequence acknowledged at a clean moment.
     pub seq: u64,
-}
-
-/// A read-back point file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PointError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a read-back point this build understands.
-    #[error("{path} is not a read-back point of version {POINT_VERSION}: {what}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        what: &'static str,
-    },
-    /// The file could not be replaced.
-    #[error("{op} {path}")]
-    Save {
-        /// What was being done.
-        op: &'static str,
-        /// The file it was done to.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl ReadBackPoint {
-    /// The file's text.
-    pub fn encode(&self) -> String {
-        format!(
-            "{MAGIC} {POINT_VERSION}\nstream {}\nseq {}\n",
-            self.stream, self.seq
-        )
-    }
-
-    /// Parses a file's text; `what` is wrong otherwise.
-    pub fn decode(text: &str) -> Result<ReadBackPoint, &'static str> {
-        let mut lines = text.lines();
-        let version = lines
-            .next()
-            .and_then(|l| l.strip_prefix(MAGIC))
-            .and_then(|v| v.strip_prefix(' '))
-            .ok_or("the first line is not `tributary readback point <version>`")?;
-        if version.parse::<u32>() != Ok(POINT_VERSION) {
-            return Err("unknown version");
-        }
-        let stream = lines
-            .next()
-            .and_then(|l| l.strip_prefix("stream "))
-            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
-            .ok_or("no `stream <name>` line")?;
-        let seq = lines
-            .next()
-            .and_then(|l| l.strip_prefix("seq "))
-            .and_then(|s| s.parse().ok())
-            .ok_or("no `seq <number>` line")?;
-        if lines.next().is_some() {
-            return Err("more than three lines");
-        }
-        Ok(ReadBackPoint {
-            stream: stream.to_owned(),
-            seq,
-        })
-    }
-
-    /// The point saved in `dir`; `Ok(None)` when there is none.
-    pub fn load(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
-        let path = dir.join(POINT_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PointError::Read { path, source }),
-        };
-        ReadBackPoint::decode(&text)
-            .map(Some)
-            .map_err(|what| PointError::Format { path, what })
-    }
-
-    /// Replaces the point saved in `dir` (blocking: temp file, fsync,
-    /// rename, directory fsync).
-    pub fn save(&self, dir: &Path) -> Result<(), PointError> {
-        crate::state_file::replace(&dir.join(POINT_FILE), self.encode().as_bytes()).map_err(|e| {
-            PointError::Save {
-                op: e.op,
-                path: e.path,
-                source: e.source,
-            }
-        })
-    }
 }
 
 #[cfg(test)]
@@ -302,55 +187,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_point_round_trips_and_any_text_decodes_or_is_refused_without_panic(
-            stream in "[A-Za-z0-9_-]{1,32}",
-            seq in any::<u64>(),
-            text in ".{0,200}",
-            id in ".{0,64}",
-        ) {
-            let p = ReadBackPoint { stream, seq };
-            prop_assert_eq!(ReadBackPoint::decode(&p.encode()), Ok(p));
-            let _ = ReadBackPoint::decode(&text);
-            let mut r = StoredMessages::default();
-            if r.insert_msg_id(&id) {
-                prop_assert!(r.contains_msg_id(&id));
+        fn any_id_text_parses_or_is_refused_and_an_inserted_one_is_held(id in ".{0,64}") {
+            let mut held = StoredMessages::default();
+            if held.insert_msg_id(&id) {
+                prop_assert!(held.contains_msg_id(&id));
             }
-        }
-    }
-
-    #[test]
-    fn a_point_survives_its_file_and_the_golden_bytes_keep_opening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(ReadBackPoint::load(dir.path()).expect("load"), None);
-        let p = ReadBackPoint {
-            stream: "TRIBUTARY".into(),
-            seq: 1234,
-        };
-        p.save(dir.path()).expect("save");
-        assert_eq!(ReadBackPoint::load(dir.path()).expect("load"), Some(p));
-        let golden = include_str!("../../tests/fixtures/readback-point-v1");
-        assert_eq!(
-            ReadBackPoint::decode(golden),
-            Ok(ReadBackPoint {
-                stream: "TRIBUTARY".into(),
-                seq: 1234
-            })
-        );
-    }
-
-    #[test]
-    fn a_point_file_that_does_not_parse_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for text in [
-            "",
-            "tributary readback point 2\nstream S\nseq 1\n",
-            "tributary readback point 1\nstream \nseq 1\n",
-            "tributary readback point 1\nstream S\nseq x\n",
-            "tributary readback point 1\nstream S\nseq 1\nmore\n",
-        ] {
-            std::fs::write(dir.path().join(POINT_FILE), text).expect("write");
-            let e = ReadBackPoint::load(dir.path()).expect_err(text);
-            assert!(e.to_string().contains(POINT_FILE), "{e}");
         }
     }
 }
