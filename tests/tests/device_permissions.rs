@@ -328,11 +328,24 @@ async fn a_device_reads_back_only_its_own_readings() -> Result<()> {
             let msg = async_nats::jetstream::message::PublishMessage::build()
                 .payload("reading".into())
                 .message_id(format!("{device}:1:{seq}+1"));
-            js.send_publish(format!("tributary.{device}.temp"), msg)
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            // Right after the stream's creation a leaf may still answer
+            // "stream not found": try again until a deadline.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let ack = js
+                    .send_publish(format!("tributary.{device}.temp"), msg.clone())
+                    .await
+                    .unwrap()
+                    .await;
+                match ack {
+                    Ok(_) => break,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        eprintln!("publish through the leaf not stored yet: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("publish through the leaf: {e}"),
+                }
+            }
         }
     }
     let reader = |client: &async_nats::Client, device: &str| {
