@@ -116,7 +116,7 @@ impl ReadBackPoint {
     /// else the version 1 file; `Ok(None)` when there is neither.
     pub fn load(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
         let path = dir.join(POINT_FILE);
-        let v2 = match read_small(&path) {
+        let v2 = match File::open(&path).and_then(|f| read_slots(&f)) {
             Ok(bytes) => Some(newest_slot(&bytes)),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(source) => return Err(PointError::Read { path, source }),
@@ -148,25 +148,16 @@ impl ReadBackPoint {
             let path = p.to_owned();
             move |source| PointError::Save { op, path, source }
         };
-        let (file, created) = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => (f, false),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(fail("cannot create", &path))?;
-                (f, true)
-            }
-            Err(source) => return Err(fail("cannot open", &path)(source)),
-        };
-        let mut bytes = Vec::with_capacity(2 * SLOT_LEN);
-        (&file)
-            .take(2 * SLOT_LEN as u64)
-            .read_to_end(&mut bytes)
-            .map_err(fail("cannot read", &path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(fail("cannot open", &path))?;
+        let bytes = read_slots(&file).map_err(fail("cannot read", &path))?;
+        // Empty: this save creates the file (or a crash cut the first one short).
+        let created = bytes.is_empty();
         let generation = newest_slot(&bytes).map_or(0, |(g, _)| g) + 1;
         let offset = (generation % 2) * SLOT_LEN as u64;
         file.write_all_at(&self.encode_slot(generation), offset)
@@ -225,8 +216,9 @@ impl ReadBackPoint {
         ))
     }
 
-    /// The version 1 text.
-    pub fn encode_v1(&self) -> String {
+    /// The version 1 text (no longer written; for tests).
+    #[cfg(test)]
+    fn encode_v1(&self) -> String {
         format!("{MAGIC_V1} 1\nstream {}\nseq {}\n", self.stream, self.seq)
     }
 
@@ -284,11 +276,9 @@ fn load_v1(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
 }
 
 /// The first two slots' worth of a file.
-fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_slots(file: &File) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(2 * SLOT_LEN);
-    File::open(path)?
-        .take(2 * SLOT_LEN as u64)
-        .read_to_end(&mut bytes)?;
+    file.take(2 * SLOT_LEN as u64).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
