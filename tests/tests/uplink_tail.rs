@@ -176,11 +176,9 @@ fn sigterm(pid: u32) {
 
 #[test]
 fn an_unreachable_broker_is_one_error_line_and_exit_code_1_within_the_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // From the harness, so the Kafka broker of the test running alongside can never be given
+    // the same port (a bare bind-and-close once handed this test that broker's port in CI).
+    let port = tributary_tests::ports::free_port();
     let started = Instant::now();
     let out = run(tail(
         &format!("127.0.0.1:{port}"),
