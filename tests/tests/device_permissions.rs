@@ -339,7 +339,11 @@ async fn a_device_reads_back_only_its_own_readings() -> Result<()> {
                     .await;
                 match ack {
                     Ok(_) => break,
-                    Err(e) if std::time::Instant::now() < deadline => {
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::StreamNotFound
+                            && std::time::Instant::now() < deadline =>
+                    {
                         eprintln!("publish through the leaf not stored yet: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
