@@ -89,12 +89,10 @@ pub enum PointError {
         /// What is wrong with it.
         what: &'static str,
     },
-    /// The point's stream name does not fit a slot (nothing was written;
-    /// the file on disk keeps the last point that fitted).
-    #[error(
-        "the stream name is {len} bytes, more than the {MAX_STREAM_NAME} a read-back point holds"
-    )]
-    StreamNameTooLong {
+    /// The point's stream name is empty or does not fit a slot (nothing was
+    /// written; the file on disk keeps the last point that was valid).
+    #[error("the stream name is {len} bytes; a read-back point holds 1 to {MAX_STREAM_NAME} bytes")]
+    StreamNameLength {
         /// Its length in bytes.
         len: usize,
     },
@@ -139,7 +137,7 @@ impl ReadBackPoint {
     /// (and syncs the directory) and removes a version 1 file.
     pub fn save(&self, dir: &Path) -> Result<(), PointError> {
         if self.stream.is_empty() || self.stream.len() > MAX_STREAM_NAME {
-            return Err(PointError::StreamNameTooLong {
+            return Err(PointError::StreamNameLength {
                 len: self.stream.len(),
             });
         }
@@ -388,12 +386,14 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_name_that_does_not_fit_is_refused_and_the_saved_point_stays() {
+    fn a_stream_name_that_is_empty_or_does_not_fit_is_refused_and_the_saved_point_stays() {
         let dir = tempfile::tempdir().expect("tempdir");
         point("S", 1).save(dir.path()).expect("save");
         let long = "x".repeat(MAX_STREAM_NAME + 1);
         let e = point(&long, 2).save(dir.path()).expect_err("too long");
-        assert!(matches!(e, PointError::StreamNameTooLong { .. }), "{e}");
+        assert!(matches!(e, PointError::StreamNameLength { .. }), "{e}");
+        let e = point("", 2).save(dir.path()).expect_err("empty");
+        assert!(matches!(e, PointError::StreamNameLength { len: 0 }), "{e}");
         point(&"y".repeat(MAX_STREAM_NAME), 3)
             .save(dir.path())
             .expect("fits");
