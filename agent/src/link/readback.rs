@@ -10,11 +10,13 @@ use crate::batcher::Message;
 use crate::buffer_owner::BufferHandle;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tributary_config::logging::ratelimit::{Decision, LOG_EVERY, Window};
 
 /// A read back taking longer is given up (and tried again, up to
 /// [`READ_BACK_TRIES`] times in a row).
@@ -52,6 +54,8 @@ pub(super) struct ReadBack {
     saved: Option<ReadBackPoint>,
     saved_at: Option<Instant>,
     saving: Option<JoinHandle<()>>,
+    /// Failed saves in a row, logged at most once per [`LOG_EVERY`].
+    save_log: Arc<Mutex<Window>>,
     /// Read backs that failed in a row (reset by one that succeeds).
     failures: u32,
     /// Read backs in a row whose first request got no answer (not counted
@@ -155,6 +159,7 @@ impl ReadBack {
         }
         self.saved = Some(point.clone());
         self.saved_at = Some(Instant::now());
+        let log = self.save_log.clone();
         Some(tokio::spawn(async move {
             if let Some(buffer) = persist_first
                 && buffer.persist().await.is_err()
@@ -162,8 +167,26 @@ impl ReadBack {
                 return;
             }
             let saved = tokio::task::spawn_blocking(move || point.save(&dir)).await;
-            if let Ok(Err(e)) = saved {
-                tracing::warn!(error = %crate::error_chain(&e), "cannot save the read-back point");
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            match saved {
+                Ok(Err(e)) => {
+                    if let Decision::Log { suppressed } =
+                        log.decide(std::time::Instant::now(), LOG_EVERY)
+                    {
+                        tracing::warn!(
+                            error = %crate::error_chain(&e),
+                            suppressed,
+                            "cannot save the read-back point"
+                        );
+                    }
+                }
+                Ok(Ok(())) => {
+                    let failed = log.clear();
+                    if failed > 0 {
+                        tracing::info!(failed, "read-back point saved again");
+                    }
+                }
+                Err(_) => {}
             }
         }))
     }
