@@ -345,14 +345,16 @@ async fn steady(agent_bin: &Path, leaf: &NatsServer, secs: u64) -> Result<(), Er
     );
     let r1 = scrape_metric(metrics_port, "tributary_agent_acked_readings_total")?;
     let hwm = proc_status(pid, "VmHWM:").unwrap_or(peak_rss);
+    let anon = proc_status(pid, "RssAnon:").unwrap_or(0);
     agent.terminate(Duration::from_secs(20))?;
     let readings = (r1 - r0).max(1.0);
     println!(
-        "steady:   {SENSORS} sensors at 1 Hz for {secs} s: {} readings acked, peak RSS {} (goal <= {}), RSS at the end of the window {}",
+        "steady:   {SENSORS} sensors at 1 Hz for {secs} s: {} readings acked, peak RSS {} (goal <= {}), RSS at the end of the window {}, of which anonymous (heap, stacks) {}",
         readings,
         mib(hwm),
         mib(GOAL_STEADY_RSS),
-        mib(peak_rss)
+        mib(peak_rss),
+        mib(anon)
     );
     println!(
         "          disk: {:.0} B written per reading by the kernel's count (whole pages; only spills write), {:.1} B per reading of buffer frames",

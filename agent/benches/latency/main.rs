@@ -103,6 +103,9 @@ struct AgentRun {
     readings: f64,
     disk_bytes: f64,
     hwm: u64,
+    /// Anonymous resident memory (heap and stacks) at the end of the window;
+    /// the rest of the RSS is clean pages of the binary and libc.
+    anon: u64,
 }
 
 async fn bench(agent_bin: &Path) -> Result<(), Error> {
@@ -157,14 +160,15 @@ async fn bench(agent_bin: &Path) -> Result<(), Error> {
             (a99 - linger_us as f64).max(0.0) / b99.max(1.0)
         );
         println!(
-            "  agent disk while connected: {:.2} B written per reading by the kernel's count (goal <= 10); peak RSS {}",
+            "  agent disk while connected: {:.2} B written per reading by the kernel's count (goal <= 10); peak RSS {}, of which anonymous (heap, stacks) {}",
             median(
                 agent
                     .iter()
                     .map(|r| r.disk_bytes / r.readings.max(1.0))
                     .collect()
             ),
-            mib(agent.iter().map(|r| r.hwm).max().unwrap_or(0))
+            mib(agent.iter().map(|r| r.hwm).max().unwrap_or(0)),
+            mib(agent.iter().map(|r| r.anon).max().unwrap_or(0))
         );
         let per_round: Vec<String> = agent_lat
             .iter()
@@ -321,12 +325,14 @@ pub(crate) async fn run_agent(
     );
     let _ = scrape_metric(metrics, "tributary_agent_acked_readings_total")?;
     let hwm = proc_status(pid, "VmHWM:").unwrap_or(0);
+    let anon = proc_status(pid, "RssAnon:").unwrap_or(0);
     agent.terminate(Duration::from_secs(20))?;
     Ok(AgentRun {
         latency: l1.since(&l0),
         readings: r1 - r0,
         disk_bytes: (w1 - w0) as f64,
         hwm,
+        anon,
     })
 }
 
