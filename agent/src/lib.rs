@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nats_connect;
 pub mod run;
 pub mod sensors;
+pub mod slot_pair;
 pub mod state_file;
 pub mod state_lock;
 pub mod stats;

@@ -1,18 +1,15 @@
-//! A tiny state file with two alternating slots, for state that is overwritten in place.
-//!
-//! Each write goes to the slot the previous write did not use and carries a generation number
-//! and a CRC, so a write torn by a power cut damages only the slot being written: the reader
-//! picks the valid slot with the highest generation and so sees either the old or the new
-//! value, never a mix. The file never grows beyond two slots (96 bytes) and is never renamed,
-//! which keeps SD-card metadata writes to one small data block per update.
+//! The buffer's tiny state files (meta and cursor): three numbers overwritten in place, in a
+//! file of two alternating slots ([`crate::slot_pair`] says why a power cut leaves the old
+//! value or the new one, never a mix). The file never grows beyond two slots (96 bytes).
 //!
 //! Slot layout (48 bytes, little-endian): `magic[4] version:u16 reserved:u16 generation:u64
 //! values:[u64; 3] crc32:u32 pad:u32`, the CRC covering the 40 bytes before it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::slot_pair;
 
 use super::frame::{le_u32, le_u64};
 
@@ -51,19 +48,11 @@ impl SlotFile {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let mut buf = [0u8; 2 * SLOT_LEN];
-        let n = read_up_to(&file, &mut buf)?;
-        let mut best: Option<(u64, SlotValues)> = None;
-        for slot in buf[..n].chunks_exact(SLOT_LEN) {
-            if let Some((generation, values)) = decode_slot(slot, magic)
-                && best.is_none_or(|(g, _)| generation > g)
-            {
-                best = Some((generation, values));
-            }
-        }
+        let bytes = slot_pair::read(&file, SLOT_LEN)?;
+        let best = slot_pair::newest(&bytes, SLOT_LEN, |slot| decode_slot(slot, magic));
         let (generation, loaded) = match best {
             Some((g, v)) => (g, Loaded::Valid(v)),
-            None if n == 0 => (0, Loaded::Fresh),
+            None if bytes.is_empty() => (0, Loaded::Fresh),
             None => (0, Loaded::Corrupt),
         };
         let me = Self {
@@ -83,12 +72,9 @@ impl SlotFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let mut buf = [0u8; 2 * SLOT_LEN];
-        let n = read_up_to(&file, &mut buf)?;
-        let valid = buf[..n]
-            .chunks_exact(SLOT_LEN)
-            .any(|slot| decode_slot(slot, magic).is_some());
-        Ok(n > 0 && !valid)
+        let bytes = slot_pair::read(&file, SLOT_LEN)?;
+        let valid = slot_pair::newest(&bytes, SLOT_LEN, |slot| decode_slot(slot, magic));
+        Ok(!bytes.is_empty() && valid.is_none())
     }
 
     /// Path of the file (for error messages).
@@ -101,25 +87,10 @@ impl SlotFile {
     pub fn store(&mut self, values: SlotValues) -> io::Result<()> {
         let generation = self.generation + 1;
         let slot = encode_slot(self.magic, generation, values);
-        let offset = (generation % 2) * SLOT_LEN as u64;
-        self.file.write_all_at(&slot, offset)?;
-        self.file.sync_data()?;
+        slot_pair::write(&self.file, generation, &slot)?;
         self.generation = generation;
         Ok(())
     }
-}
-
-fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn encode_slot(magic: [u8; 4], generation: u64, values: SlotValues) -> [u8; SLOT_LEN] {
@@ -149,6 +120,7 @@ fn decode_slot(b: &[u8], magic: [u8; 4]) -> Option<(u64, SlotValues)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     const MAGIC: [u8; 4] = *b"TEST";
 

@@ -4,8 +4,8 @@
 //!
 //! # Version 2: `<buffer dir>/readback-point.slots` (written since 2026-12)
 //!
-//! Two 512-byte slots, overwritten in place, alternately, like the buffer's
-//! meta and cursor files: each save is one `pwrite` of one slot and one
+//! Two 512-byte slots, overwritten in place, alternately
+//! ([`crate::slot_pair`]), like the buffer's meta and cursor files: each save is one `pwrite` of one slot and one
 //! `fdatasync`, with no new inode, no rename and no directory change. A
 //! save torn by a power cut damages only the slot it was writing; the
 //! loader takes the valid slot with the higher generation, so it sees the
@@ -49,9 +49,9 @@
 //! then goes without one (a resend can only duplicate, never lose).
 
 use super::stored::ReadBackPoint;
+use crate::slot_pair;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::FileExt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// The version 1 file's name in the buffer directory (text; read only).
@@ -114,7 +114,7 @@ impl ReadBackPoint {
     /// else the version 1 file; `Ok(None)` when there is neither.
     pub fn load(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
         let path = dir.join(POINT_FILE);
-        let v2 = match File::open(&path).and_then(|f| read_slots(&f)) {
+        let v2 = match File::open(&path).and_then(|f| slot_pair::read(&f, SLOT_LEN)) {
             Ok(bytes) => Some(newest_slot(&bytes)),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(source) => return Err(PointError::Read { path, source }),
@@ -153,14 +153,12 @@ impl ReadBackPoint {
             .truncate(false)
             .open(&path)
             .map_err(fail("cannot open", &path))?;
-        let bytes = read_slots(&file).map_err(fail("cannot read", &path))?;
+        let bytes = slot_pair::read(&file, SLOT_LEN).map_err(fail("cannot read", &path))?;
         // Empty: this save creates the file (or a crash cut the first one short).
         let created = bytes.is_empty();
         let generation = newest_slot(&bytes).map_or(0, |(g, _)| g) + 1;
-        let offset = (generation % 2) * SLOT_LEN as u64;
-        file.write_all_at(&self.encode_slot(generation), offset)
-            .map_err(fail("cannot write", &path))?;
-        file.sync_data().map_err(fail("cannot sync", &path))?;
+        slot_pair::write(&file, generation, &self.encode_slot(generation))
+            .map_err(fail("cannot write and sync", &path))?;
         if created {
             let v1 = dir.join(POINT_FILE_V1);
             match std::fs::remove_file(&v1) {
@@ -253,11 +251,7 @@ impl ReadBackPoint {
 
 /// The newest valid slot of a version 2 file's bytes.
 fn newest_slot(bytes: &[u8]) -> Option<(u64, ReadBackPoint)> {
-    bytes
-        .chunks_exact(SLOT_LEN)
-        .take(2)
-        .filter_map(ReadBackPoint::decode_slot)
-        .max_by_key(|(generation, _)| *generation)
+    slot_pair::newest(bytes, SLOT_LEN, ReadBackPoint::decode_slot)
 }
 
 /// The version 1 file's point; `Ok(None)` when there is no such file.
@@ -273,17 +267,11 @@ fn load_v1(dir: &Path) -> Result<Option<ReadBackPoint>, PointError> {
         .map_err(|what| PointError::Format { path, what })
 }
 
-/// The first two slots' worth of a file.
-fn read_slots(file: &File) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(2 * SLOT_LEN);
-    file.take(2 * SLOT_LEN as u64).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::os::unix::fs::FileExt;
 
     fn point(stream: &str, seq: u64) -> ReadBackPoint {
         ReadBackPoint {
