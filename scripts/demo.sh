@@ -174,7 +174,7 @@ cleanup() {
         for _ in $(seq 50); do alive "$TEE" || break; sleep 0.1; done
     fi
     if [ -f "$DEMO/tail.out" ]; then
-        grep -h "age on arrival" "$DEMO/tail.log" 2>/dev/null || true
+        grep -h -e "age on arrival" -e "already in Kafka" "$DEMO/tail.log" 2>/dev/null || true
         echo "==> $(wc -l < "$DEMO/tail.out") readings shown"
     fi
     echo "==> logs are in $DEMO/*.log"

@@ -18,6 +18,15 @@
 //! are summarized when it stops ([`latency::Latency::summary`]: count, p50,
 //! p90, p99, max).
 //!
+//! Only a record that reaches Kafka while `tail` watches *arrives*: one
+//! that was already there (the last 10 it starts with, or everything with
+//! `--from-beginning`) is as old as `tail`'s start makes it, not as the
+//! pipeline does. Every record read before `tail` first reaches its
+//! partition's end counts as already there (the end a fetch reports, not
+//! the high watermark, which tansu 0.6.0 answers short of its last batch):
+//! its line says `stored` instead of an age and it stays out of the summary
+//! ([`TailReport::stored`] counts it).
+//!
 //! A partition's end is normal, not an error: it ends the run without
 //! `--follow` and is otherwise silent. librdkafka's own log lines and error
 //! callbacks go to `tracing` through [`TailContext`], at levels that fit a
@@ -110,8 +119,11 @@ pub struct TailReport {
     pub printed: usize,
     /// Records that were not readings (left out of the JSON format).
     pub not_readings: usize,
-    /// Ages on arrival of the readings printed.
+    /// Ages on arrival of the readings printed that arrived while it ran.
     pub latency: Latency,
+    /// Readings printed that were already in Kafka when it started: shown
+    /// as `stored`, without an age, and not in `latency`.
+    pub stored: usize,
 }
 
 /// Why `tail` failed.
@@ -224,12 +236,22 @@ pub fn age_ns(r: &JsonReading, now: SystemTime) -> Option<i128> {
     Some(now - i128::from(ts))
 }
 
+/// Where a record was found and whether it was already stored when `tail`
+/// started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    partition: i32,
+    offset: i64,
+    /// Read before `tail` first reached its partition's end: not an arrival.
+    stored: bool,
+}
+
 /// The line printed for one record, or `None` when it is filtered out.
-/// Ages of printed readings go into `report`.
+/// Ages of printed readings that arrived go into `report`.
 fn line_for(
     opts: &TailOptions,
     payload: &[u8],
-    place: (i32, i64),
+    place: Place,
     arrived: SystemTime,
     report: &mut TailReport,
 ) -> Option<Vec<u8>> {
@@ -243,8 +265,8 @@ fn line_for(
                 format!(
                     "{}/{}@{} {} bytes (not a reading)",
                     opts.topic,
-                    place.0,
-                    place.1,
+                    place.partition,
+                    place.offset,
                     payload.len()
                 )
                 .into_bytes(),
@@ -256,17 +278,27 @@ fn line_for(
     {
         return None;
     }
-    let age = age_ns(&r, arrived);
-    if let Some(age) = age {
-        report.latency.record_ns(age);
-    }
+    let age = if place.stored {
+        report.stored += 1;
+        None
+    } else {
+        let age = age_ns(&r, arrived);
+        if let Some(age) = age {
+            report.latency.record_ns(age);
+        }
+        Some(age)
+    };
     Some(match opts.format {
         TailFormat::Json => payload.to_vec(),
         TailFormat::Human => {
             let mut line = format_reading(&r);
-            if opts.age {
-                line.push_str(" age=");
-                line.push_str(&age.map_or_else(|| "?".to_owned(), human_signed_ns));
+            match age {
+                _ if !opts.age => {}
+                None => line.push_str(" stored"),
+                Some(age) => {
+                    line.push_str(" age=");
+                    line.push_str(&age.map_or_else(|| "?".to_owned(), human_signed_ns));
+                }
             }
             line.into_bytes()
         }
@@ -326,7 +358,8 @@ pub fn tail(
     let partitions = partitions(&consumer, opts)?;
     let back = i64::try_from(opts.limit.unwrap_or(10)).unwrap_or(i64::MAX);
     let mut list = TopicPartitionList::new();
-    // Partitions not read to their end yet (without `follow`, the end of the run).
+    // Partitions not read to their end yet: what they hold was stored before
+    // the run, and without `follow` their ends are the end of the run.
     let mut ends = HashSet::new();
     for p in &partitions {
         let (low, high) = consumer
@@ -385,7 +418,12 @@ pub fn tail(
             tracing::info!(after = ?since.elapsed(), "the Kafka broker is back");
         }
         let payload = m.payload().unwrap_or_default();
-        if let Some(line) = line_for(opts, payload, (m.partition(), m.offset()), arrived, report) {
+        let place = Place {
+            partition: m.partition(),
+            offset: m.offset(),
+            stored: ends.contains(&m.partition()),
+        };
+        if let Some(line) = line_for(opts, payload, place, arrived, report) {
             out.write_all(&line)?;
             out.write_all(b"\n")?;
             out.flush()?;

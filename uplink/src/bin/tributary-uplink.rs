@@ -71,6 +71,9 @@ enum Command {
         /// the reading's `ts`) to its human line, and print the latency
         /// summary (count, p50, p90, p99, max) to stderr when stopping (with
         /// --format json: the summary only, the records stay as stored).
+        /// Readings already in Kafka when tail started did not arrive while
+        /// it watched: their lines say `stored` and the summary leaves them
+        /// out.
         #[arg(long)]
         age: bool,
         /// Print the latency summary to stderr when stopping (implied by
@@ -281,6 +284,12 @@ fn run_tail(opts: TailOptions, summary: bool) -> anyhow::Result<()> {
     let result = tail(&opts, &stop, &mut out, &mut report);
     if summary && (result.is_ok() || report.latency.count() > 0) {
         eprintln!("{}", report.latency.summary());
+        if report.stored > 0 {
+            eprintln!(
+                "{} readings already in Kafka when tail started are not in it",
+                report.stored
+            );
+        }
     }
     if opts.format == TailFormat::Json && report.not_readings > 0 {
         eprintln!(

@@ -50,6 +50,23 @@ fn a_reading_taken_before_its_clock_was_synchronized_says_so_on_its_line() {
     }
 }
 
+/// A record that reached Kafka after `tail` started.
+fn arriving(partition: i32, offset: i64) -> Place {
+    Place {
+        partition,
+        offset,
+        stored: false,
+    }
+}
+
+/// A record that was already in Kafka when `tail` started.
+fn already_stored(partition: i32, offset: i64) -> Place {
+    Place {
+        stored: true,
+        ..arriving(partition, offset)
+    }
+}
+
 /// `r` as the uplink stores it.
 fn stored(r: &JsonReading) -> Vec<u8> {
     serde_json::to_vec(r).unwrap()
@@ -78,13 +95,77 @@ fn with_age_the_human_line_ends_with_the_age_and_every_age_is_summarized() {
     let ts = parse_rfc3339(&reading().ts).unwrap();
     let arrived = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ts).unwrap() + 12_300_000);
     let mut report = TailReport::default();
-    let line = line_for(&opts, &stored(&reading()), (0, 7), arrived, &mut report).unwrap();
+    let line = line_for(
+        &opts,
+        &stored(&reading()),
+        arriving(0, 7),
+        arrived,
+        &mut report,
+    )
+    .unwrap();
     let line = String::from_utf8(line).unwrap();
     assert!(line.ends_with("{room=greenhouse} age=12.3ms"), "{line}");
     assert_eq!(report.latency.count(), 1);
     assert_eq!(
         report.latency.summary(),
         "age on arrival of 1 readings: p50 12.3ms p90 12.3ms p99 12.3ms max 12.3ms"
+    );
+}
+
+#[test]
+fn a_record_already_in_kafka_when_tail_started_says_stored_and_stays_out_of_the_summary() {
+    let ts = parse_rfc3339(&reading().ts).unwrap();
+    let later = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ts).unwrap() + 1_080_000_000);
+    for format in [TailFormat::Human, TailFormat::Json] {
+        let opts = TailOptions {
+            age: true,
+            format,
+            ..TailOptions::default()
+        };
+        let mut report = TailReport::default();
+        let line = line_for(
+            &opts,
+            &stored(&reading()),
+            already_stored(0, 3),
+            later,
+            &mut report,
+        );
+        let line = String::from_utf8(line.unwrap()).unwrap();
+        match format {
+            TailFormat::Human => assert!(line.ends_with("{room=greenhouse} stored"), "{line}"),
+            TailFormat::Json => assert_eq!(line.as_bytes(), stored(&reading())),
+        }
+        assert_eq!((report.stored, report.latency.count()), (1, 0));
+        // The next one arrives while tail runs: it has an age and is counted.
+        let line = line_for(
+            &opts,
+            &stored(&reading()),
+            arriving(0, 4),
+            later,
+            &mut report,
+        );
+        if format == TailFormat::Human {
+            assert!(
+                String::from_utf8(line.unwrap())
+                    .unwrap()
+                    .ends_with(" age=1080.0ms")
+            );
+        }
+        assert_eq!((report.stored, report.latency.count()), (1, 1));
+    }
+    // Without --age the human line has neither.
+    let mut report = TailReport::default();
+    let line = line_for(
+        &TailOptions::default(),
+        &stored(&reading()),
+        already_stored(0, 3),
+        later,
+        &mut report,
+    );
+    assert!(
+        String::from_utf8(line.unwrap())
+            .unwrap()
+            .ends_with("{room=greenhouse}")
     );
 }
 
@@ -100,11 +181,11 @@ fn the_json_format_prints_each_record_exactly_as_stored_and_leaves_out_what_is_n
     // Field order and spacing as stored, not as this build would write them.
     let odd = br#"{"device":"demo-pi", "id":"demo-pi:1:42","sensor":"s","epoch":1,"seq":42,"ts":"2026-11-28T01:02:03Z","value":1,"clock":"unsynced"}"#;
     for payload in [&stored(&reading())[..], &odd[..]] {
-        let line = line_for(&opts, payload, (0, 1), now, &mut report).unwrap();
+        let line = line_for(&opts, payload, arriving(0, 1), now, &mut report).unwrap();
         assert_eq!(line, payload);
     }
     assert_eq!(
-        line_for(&opts, b"\x01binary", (0, 2), now, &mut report),
+        line_for(&opts, b"\x01binary", arriving(0, 2), now, &mut report),
         None
     );
     assert_eq!(report.not_readings, 1);
@@ -122,10 +203,13 @@ fn filters_leave_out_other_devices_and_sensors_in_both_formats() {
         let mut report = TailReport::default();
         let now = SystemTime::now();
         assert_eq!(
-            line_for(&opts, &stored(&reading()), (0, 1), now, &mut report),
+            line_for(&opts, &stored(&reading()), arriving(0, 1), now, &mut report),
             None
         );
-        assert_eq!(line_for(&opts, b"junk", (0, 2), now, &mut report), None);
+        assert_eq!(
+            line_for(&opts, b"junk", arriving(0, 2), now, &mut report),
+            None
+        );
         assert_eq!(report.latency.count(), 0);
     }
 }
@@ -136,7 +220,7 @@ fn a_record_that_is_not_a_reading_prints_its_place_in_the_human_format() {
     let line = line_for(
         &TailOptions::default(),
         b"junk",
-        (3, 99),
+        arriving(3, 99),
         SystemTime::now(),
         &mut report,
     )
