@@ -239,6 +239,27 @@ pub fn producer<T: Send + Sync + 'static>(
         .map_err(KafkaSetupError::Config)
 }
 
+/// Warms a new producer up before a session hands it readings: one
+/// metadata request per topic over the producer's own client, so it has
+/// connected and knows the topics' leaders before the first send. Without
+/// it the first sends of a session waited for that (measured with tansu in
+/// `make demo`: the first 4 readings after a start took 0.5 to 1.3 s to be
+/// confirmed, the rest under 10 ms; with it, the warm-up took 52 ms and the
+/// first readings arrived like the rest). Blocking: run it on a blocking
+/// thread. An error only says the warm-up did not finish within `timeout`
+/// per topic; the session then meets the broker as it would have anyway.
+pub fn warm_up<T: Send + Sync + 'static>(
+    producer: &Producer<T>,
+    topics: &[Arc<str>],
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::producer::Producer as _;
+    for topic in topics {
+        producer.client().fetch_metadata(Some(topic), timeout)?;
+    }
+    Ok(())
+}
+
 /// Partition counts of the topics the uplink writes to, learned from
 /// metadata; topics are created on first use when the config says so.
 #[derive(Debug)]
@@ -451,6 +472,37 @@ pub(crate) fn fatal(err: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn section(brokers: String) -> KafkaSection {
+        KafkaSection {
+            brokers,
+            ..KafkaSection::default()
+        }
+    }
+
+    #[test]
+    fn a_new_producer_warms_up_against_a_real_broker_for_every_topic_it_is_given() {
+        let kafka = tributary_tests::Kafka::start_memory().unwrap();
+        kafka.create_topic("readings", 3).unwrap();
+        kafka.create_topic("other", 1).unwrap();
+        let k = section(kafka.bootstrap());
+        let producer: Producer<()> = producer(&k, false, Arc::default()).unwrap();
+        let topics = [Arc::from("readings"), Arc::from("other")];
+        warm_up(&producer, &topics, Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn a_warm_up_with_no_broker_gives_up_with_an_error_after_its_timeout() {
+        let k = section(format!("127.0.0.1:{}", tributary_tests::ports::free_port()));
+        let producer: Producer<()> = producer(&k, false, Arc::default()).unwrap();
+        let started = Instant::now();
+        let result = warm_up(&producer, &[Arc::from("readings")], Duration::from_secs(1));
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it must give up"
+        );
+    }
 
     #[test]
     fn a_record_at_fault_is_refused_for_good_and_its_innocent_batch_mates_are_retried() {

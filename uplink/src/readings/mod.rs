@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 use tributary_config::UplinkConfig;
 use tributary_config::logging::error_chain;
 
@@ -85,7 +85,12 @@ impl Drain<'_> {
         let exactly_once = config.exactly_once.enabled;
         let mut first = true;
         loop {
-            let producer = kafka::producer(&config.kafka, exactly_once, health.clone())?;
+            let producer = Arc::new(kafka::producer(
+                &config.kafka,
+                exactly_once,
+                health.clone(),
+            )?);
+            warm_up(&producer, router.fixed_topics(), shutdown).await;
             let consumer = if exactly_once {
                 jetstream::rewind_consumer(stream, config).await?.0
             } else {
@@ -160,5 +165,30 @@ impl Drain<'_> {
                 }
             }
         }
+    }
+}
+
+/// How long the warm-up of a new producer waits for each topic's metadata.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`kafka::warm_up`] on a blocking thread; given up on at `shutdown` (the
+/// thread then ends within its timeout). A broker that does not answer is
+/// the session's to meet, so a failed warm-up is only logged at debug.
+async fn warm_up<T: Send + Sync + 'static>(
+    producer: &Arc<kafka::Producer<T>>,
+    topics: Vec<Arc<str>>,
+    shutdown: &CancellationToken,
+) {
+    let started = std::time::Instant::now();
+    let warming = producer.clone();
+    let job =
+        tokio::task::spawn_blocking(move || kafka::warm_up(&warming, &topics, WARM_UP_TIMEOUT));
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        done = job => match done {
+            Ok(Ok(())) => debug!(elapsed = ?started.elapsed(), "Kafka producer warmed up"),
+            Ok(Err(e)) => debug!(error = %e, "Kafka producer warm-up unanswered; draining anyway"),
+            Err(e) => debug!(error = %e, "Kafka producer warm-up did not finish"),
+        },
     }
 }
