@@ -67,6 +67,16 @@ fn already_stored(partition: i32, offset: i64) -> Place {
     }
 }
 
+/// The line printed for [`reading`] found at `place` at `now`, as text.
+fn reading_line(
+    opts: &TailOptions,
+    place: Place,
+    now: SystemTime,
+    report: &mut TailReport,
+) -> Option<String> {
+    line_for(opts, &stored(&reading()), place, now, report).map(|l| String::from_utf8(l).unwrap())
+}
+
 /// `r` as the uplink stores it.
 fn stored(r: &JsonReading) -> Vec<u8> {
     serde_json::to_vec(r).unwrap()
@@ -95,15 +105,7 @@ fn with_age_the_human_line_ends_with_the_age_and_every_age_is_summarized() {
     let ts = parse_rfc3339(&reading().ts).unwrap();
     let arrived = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ts).unwrap() + 12_300_000);
     let mut report = TailReport::default();
-    let line = line_for(
-        &opts,
-        &stored(&reading()),
-        arriving(0, 7),
-        arrived,
-        &mut report,
-    )
-    .unwrap();
-    let line = String::from_utf8(line).unwrap();
+    let line = reading_line(&opts, arriving(0, 7), arrived, &mut report).unwrap();
     assert!(line.ends_with("{room=greenhouse} age=12.3ms"), "{line}");
     assert_eq!(report.latency.count(), 1);
     assert_eq!(
@@ -123,50 +125,29 @@ fn a_record_already_in_kafka_when_tail_started_says_stored_and_stays_out_of_the_
             ..TailOptions::default()
         };
         let mut report = TailReport::default();
-        let line = line_for(
-            &opts,
-            &stored(&reading()),
-            already_stored(0, 3),
-            later,
-            &mut report,
-        );
-        let line = String::from_utf8(line.unwrap()).unwrap();
+        let line = reading_line(&opts, already_stored(0, 3), later, &mut report).unwrap();
         match format {
             TailFormat::Human => assert!(line.ends_with("{room=greenhouse} stored"), "{line}"),
             TailFormat::Json => assert_eq!(line.as_bytes(), stored(&reading())),
         }
         assert_eq!((report.stored, report.latency.count()), (1, 0));
         // The next one arrives while tail runs: it has an age and is counted.
-        let line = line_for(
-            &opts,
-            &stored(&reading()),
-            arriving(0, 4),
-            later,
-            &mut report,
-        );
+        let line = reading_line(&opts, arriving(0, 4), later, &mut report).unwrap();
         if format == TailFormat::Human {
-            assert!(
-                String::from_utf8(line.unwrap())
-                    .unwrap()
-                    .ends_with(" age=1080.0ms")
-            );
+            assert!(line.ends_with(" age=1080.0ms"), "{line}");
         }
         assert_eq!((report.stored, report.latency.count()), (1, 1));
     }
     // Without --age the human line has neither.
     let mut report = TailReport::default();
-    let line = line_for(
+    let line = reading_line(
         &TailOptions::default(),
-        &stored(&reading()),
         already_stored(0, 3),
         later,
         &mut report,
     );
-    assert!(
-        String::from_utf8(line.unwrap())
-            .unwrap()
-            .ends_with("{room=greenhouse}")
-    );
+    let line = line.unwrap();
+    assert!(line.ends_with("{room=greenhouse}"), "{line}");
 }
 
 #[test]
