@@ -70,8 +70,7 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_prints_records_as_stored_or_marks_those_already_in_kafka_and_a_summary_without_error_lines()
- {
+async fn tail_prints_json_as_stored_marks_readings_already_in_kafka_and_logs_no_errors() {
     let kafka = Kafka::start_memory().unwrap();
     kafka.create_topic(TOPIC, 3).unwrap();
     let payloads: Vec<Vec<u8>> = (1..=5)

@@ -292,12 +292,13 @@ fn line_for(
         TailFormat::Json => payload.to_vec(),
         TailFormat::Human => {
             let mut line = format_reading(&r);
-            match age {
-                _ if !opts.age => {}
-                None => line.push_str(" stored"),
-                Some(age) => {
-                    line.push_str(" age=");
-                    line.push_str(&age.map_or_else(|| "?".to_owned(), human_signed_ns));
+            if opts.age {
+                match age {
+                    None => line.push_str(" stored"),
+                    Some(age) => {
+                        line.push_str(" age=");
+                        line.push_str(&age.map_or_else(|| "?".to_owned(), human_signed_ns));
+                    }
                 }
             }
             line.into_bytes()

@@ -5,8 +5,9 @@
 //! # Version 2: `<buffer dir>/readback-point.slots` (written since 2026-12)
 //!
 //! Two 512-byte slots, overwritten in place, alternately
-//! ([`crate::slot_pair`]), like the buffer's meta and cursor files: each save is one `pwrite` of one slot and one
-//! `fdatasync`, with no new inode, no rename and no directory change. A
+//! ([`crate::slot_pair`]), like the buffer's meta and cursor files: each
+//! save is one `pwrite` of one slot and one `fdatasync`, with no new inode,
+//! no rename and no directory change. A
 //! save torn by a power cut damages only the slot it was writing; the
 //! loader takes the valid slot with the higher generation, so it sees the
 //! old point or the new one, and an older point is still correct.
